@@ -1,0 +1,1 @@
+"""The ``medn`` command line (Typer + rich). ``app.py`` assembles the command modules."""
