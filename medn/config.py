@@ -52,6 +52,12 @@ class MotionConfig(_Strict):
     vit_depth: int = Field(12, ge=1, description="blocks of vit_b16 (12 in ViT-B/16)")
     vit_heads: int = Field(12, ge=1, description="heads of vit_b16 (12 in ViT-B/16)")
     vit_patch: int = Field(16, ge=1, description="patch size of vit_b16 (16 in ViT-B/16)")
+    led_grid: int = Field(
+        4, ge=1, description="led: the 3D-conv map is average-pooled to this GxG grid before the "
+        "MLP (the original LED flattened a 9x9 map of 64x64 input; pooling keeps 144x144 sane)")
+    led_drop_first: bool = Field(
+        True, description="led: drop the first (unfiltered, passed-through) frame before the "
+        "3D convs, as the original LED does")
 
 
 class EmotionConfig(_Strict):

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 class ActionUnit:
     """One FACS action unit as written in a sheet.
 
-    ``number`` is the AU number (12 for ``R12C``); ``side`` is ``"L"``, ``"R"``, ``"B"`` or
-    ``None``; ``intensity`` is the FACS letter ``"A"``..``"E"`` or ``None``; ``uncertain`` marks
-    forms such as ``(R6 or R12)`` or ``?`` suffixes, whose presence the coder was unsure of.
+    ``number`` is the AU number (12 for ``R12C``); ``side`` is ``"L"``/``"R"`` (unilateral),
+    ``"A"`` (asymmetric), ``"T"``/``"B"`` (top/bottom lip), alternatives joined by ``/``
+    (``"A/L"``), or ``None``; ``intensity`` is the FACS letter ``"A"``..``"E"`` (or ``"A/B"``)
+    or ``None``; ``uncertain`` marks forms such as ``(R6 or R12)``, ``ref(24)`` or ``?``
+    suffixes, whose presence the coder was unsure of (see docs/annotations.md).
     """
 
     number: int

@@ -1,7 +1,129 @@
-"""Placeholder until this command group is written (see the open issues)."""
+"""``medn data prepare``: fill the preprocessing cache (flows of every clip) and summarise."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medn.config import ConfigError, DataConfig, load_config
+from medn.data.dataset import Preparation, PreparationError, prepare_clips
+
+DATASETS = ("synth", "casme2", "samm", "casme3a")
+
+
+def build_data_config(dataset: str, annotations: Path | None, data_root: Path | None,
+                      task: int | None, size: int | None, frames: int | None,
+                      cache_dir: Path | None, profile: str, synth_profile: str | None,
+                      subjects: int | None, seed: int | None,
+                      overrides: list[str] | None) -> DataConfig:
+    """The data configuration of ``profile`` (+ ``--set``) with the command's flags applied."""
+    flags = {"dataset": dataset, "annotations": annotations, "data_root": data_root,
+             "task": task, "size": size, "frames": frames, "cache_dir": cache_dir,
+             "synth_profile": synth_profile, "synth_subjects": subjects, "synth_seed": seed}
+    base = {"data": {k: (str(v) if isinstance(v, Path) else v)
+                     for k, v in flags.items() if v is not None}}
+    cfg = load_config(profile=profile, overrides=overrides, base=base)
+    # Flags win over --set for the fields they name.
+    for key, value in flags.items():
+        if value is not None:
+            setattr(cfg.data, key, value)
+    return cfg.data
+
+
+def summary_table(prep: Preparation) -> Table:
+    """The per-status counts of one preparation as a rich table."""
+    table = Table(title=f"{prep.data_cfg.dataset}: {len(prep.outcomes)} clips "
+                        f"(task {prep.data_cfg.task}, {prep.data_cfg.size} px, "
+                        f"T={prep.data_cfg.frames})")
+    table.add_column("status")
+    table.add_column("clips", justify="right")
+    computed, cached, failed = prep.count("computed"), prep.count("cached"), prep.count("failed")
+    table.add_row("prepared (computed now)", str(computed))
+    table.add_row("prepared (from cache)", str(cached))
+    table.add_row("failed", str(failed), style="red" if failed else None)
+    return table
+
+
+def failure_table(prep: Preparation) -> Table:
+    """Every failed clip with its sheet row and reason."""
+    table = Table(title="failed clips")
+    for name in ("clip", "sheet row", "reason"):
+        table.add_column(name)
+    for outcome in prep.failed:
+        table.add_row(outcome.record.key, str(outcome.record.row), outcome.reason or "")
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``prepare`` to the ``medn data`` group."""
+
+    @app.command("prepare")
+    def prepare(
+        dataset: Annotated[str, typer.Option(help="synth, casme2, samm or casme3a")] = "synth",
+        annotations: Annotated[Path | None, typer.Option(
+            help="the dataset's annotation sheet (.xlsx); not for synth")] = None,
+        data_root: Annotated[Path | None, typer.Option(
+            help="the folder holding the subjects' frame folders (see docs/data.md)")] = None,
+        task: Annotated[int | None, typer.Option(help="label protocol: 3, 4, 5 or 7 classes")
+                        ] = None,
+        workers: Annotated[int | None, typer.Option(
+            min=1, help="worker processes (default: every core)")] = None,
+        size: Annotated[int | None, typer.Option(help="face crop / flow size in px")] = None,
+        frames: Annotated[int | None, typer.Option(help="T, frames sampled per clip")] = None,
+        cache_dir: Annotated[Path | None, typer.Option(help="preprocessing cache folder")
+                             ] = None,
+        profile: Annotated[str, typer.Option(
+            help="configuration profile whose data settings are used (smoke, quick, paper)")
+                           ] = "quick",
+        synth_profile: Annotated[str | None, typer.Option(
+            help="synth only: smoke, quick or full")] = None,
+        subjects: Annotated[int | None, typer.Option(help="synth only: number of subjects")
+                            ] = None,
+        seed: Annotated[int | None, typer.Option(help="synth only: generator seed")] = None,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="KEY=VALUE configuration override, e.g. data.au_min_count=5")] = None,
+    ) -> None:
+        """Compute (or find in the cache) the TV-L1 flow of every clip, then print a summary.
+
+        Exits non-zero only if no clip could be prepared.
+        """
+        console = Console()
+        if dataset not in DATASETS:
+            raise typer.BadParameter(f"expected one of {', '.join(DATASETS)}, got {dataset!r}",
+                                     param_hint="--dataset")
+        try:
+            data_cfg = build_data_config(dataset, annotations, data_root, task, size, frames,
+                                         cache_dir, profile, synth_profile, subjects, seed, set_)
+        except (ConfigError, ValueError) as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        try:
+            with Progress(*columns, console=console, transient=False) as bar:
+                job = bar.add_task(f"preparing {dataset}", total=None)
+                prep = prepare_clips(
+                    data_cfg, workers=workers,
+                    progress=lambda done, total: bar.update(job, completed=done, total=total))
+        except (PreparationError, ValueError, FileNotFoundError) as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+        console.print(summary_table(prep))
+        if prep.failed:
+            console.print(failure_table(prep))
+            reasons = Counter((o.reason or "").split(":")[0] for o in prep.failed)
+            console.print("failure kinds: " + ", ".join(f"{k} x{n}" for k, n in
+                                                        reasons.most_common()))
+        if prep.excluded:
+            console.print(f"{len(prep.excluded)} sheet rows are not in this protocol "
+                          f"(see `medn data validate`).")
+        console.print(f"cache: {Path(data_cfg.cache_dir).resolve()}")
+        if prep.count("failed") == len(prep.outcomes):
+            console.print("[red]no clip could be prepared[/red]")
+            raise typer.Exit(1)

@@ -1,7 +1,45 @@
-"""Placeholder until this command group is written (see the open issues)."""
+"""``medn report STUDY``: a study's table re-read from MLflow, the paper's numbers beside it."""
+
+# No `from __future__ import annotations`: Typer reads the signature.
+from typing import Annotated
 
 import typer
+from rich.console import Console
+
+
+def report_command(
+    study: Annotated[str, typer.Argument(help="the study's name, e.g. ablation-components")],
+    dataset: Annotated[str, typer.Option(help="the dataset the study ran on")] = "synth",
+    task: Annotated[int, typer.Option(help="the label protocol (3, 4, 5 or 7 classes)")] = 3,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="table (rich), markdown or csv")] = "table",
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    ] = None,
+) -> None:
+    """Print a study's table from MLflow (pooled UF1/UAR per variant, folds done, status)."""
+    from rich.markup import escape
+
+    from orchestrator.report import FORMATS, ReportError, render, study_table
+    from orchestrator.tracking import resolve_tracking_uri
+
+    err = Console(stderr=True)
+    if fmt not in FORMATS:
+        err.print(f"[bold red]error:[/] --format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        df = study_table(uri, study, dataset, task)
+    except ReportError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    out = render(df, fmt)
+    if isinstance(out, str):
+        typer.echo(out, nl=False)
+    else:
+        Console(width=max(Console().width, 120)).print(out)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``medn report`` to ``app``."""
+    app.command("report")(report_command)

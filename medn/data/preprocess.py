@@ -1,0 +1,256 @@
+"""One clip -> its (T-1, 2, H, W) TV-L1 flow sequence, for many clips in parallel, through the cache.
+
+Real clips: sample T frames (``medn.data.frames``), read them as grayscale, fit one alignment on
+the first (``medn.data.face``), warp every frame with it, flow of each frame against the first
+(``medn.data.flow``). Synthetic clips are rendered pre-aligned by ``medn.data.synth.render_clip``
+and go through the same flow and cache.
+
+``preprocess_clips`` plans every clip in the calling process (sampling and frame hashing decide
+the cache key), answers what it can from the cache, and computes the rest in ``workers``
+processes. A clip that fails is returned with its reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from medn.data import cache
+from medn.data.face import ALIGNMENT_VERSION, NoFaceError, fit_alignment, warp_face
+from medn.data.flow import DEFAULT_FLOW, FlowParams, sequence_flow
+from medn.data.frames import FrameError, sample_clip_frames
+from medn.data.records import ClipRecord
+
+Status = Literal["computed", "cached", "failed"]
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything that shapes a clip's flow besides its frames (all of it enters the cache key)."""
+
+    size: int = 144
+    num_frames: int = 8
+    flow: FlowParams = DEFAULT_FLOW
+
+    def as_dict(self, synthetic: bool = False) -> dict[str, Any]:
+        """The parameters as a plain dict; real clips add the alignment rule's version."""
+        return {"size": self.size, "num_frames": self.num_frames, "flow": self.flow.as_dict(),
+                "alignment": "pre-aligned" if synthetic else ALIGNMENT_VERSION}
+
+
+@dataclass(frozen=True)
+class SynthSource:
+    """How synthetic clips are rendered: the generator's profile, seed and subject count."""
+
+    profile: str
+    seed: int
+    subjects: int | None = None
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """A planned clip: its cache key and what the worker needs to compute it."""
+
+    record: ClipRecord
+    key: str
+    frame_numbers: tuple[int, ...]
+    paths: tuple[str, ...] = ()
+    synth: SynthSource | None = None
+
+
+@dataclass
+class ClipOutcome:
+    """What happened to one clip: ``computed``, ``cached`` or ``failed`` (with ``reason``)."""
+
+    record: ClipRecord
+    status: Status
+    key: str | None = None
+    flow: np.ndarray | None = field(default=None, repr=False)
+    frame_numbers: tuple[int, ...] = ()
+    reason: str | None = None
+
+
+def synth_frame_numbers(record: ClipRecord, num_frames: int) -> tuple[int, ...]:
+    """The frame numbers a synthetic clip's T rendered frames stand for (the generator's own)."""
+    from medn.data.synth import frame_numbers
+
+    return tuple(int(n) for n in frame_numbers(record, num_frames))
+
+
+def _record_payload(record: ClipRecord) -> dict[str, Any]:
+    return {"dataset": record.dataset, "clip": record.key, "video": record.video,
+            "emotion": record.emotion, "onset": record.onset, "apex": record.apex,
+            "offset": record.offset,
+            "aus": sorted((au.number, au.side or "", au.intensity or "", au.uncertain)
+                          for au in record.aus),
+            "extra": dict(sorted(record.extra.items()))}
+
+
+def plan_clip(record: ClipRecord, params: PreprocessParams, data_root: Path | None,
+              synth: SynthSource | None = None) -> ClipJob:
+    """The clip's sampled frames and cache key. Raises ``FrameError`` for unusable frames."""
+    if synth is not None:
+        payload = {"source": "synth", "record": _record_payload(record),
+                   "synth": {"profile": synth.profile, "seed": synth.seed,
+                             "subjects": synth.subjects, "generator": _synth_version()},
+                   "params": params.as_dict(synthetic=True)}
+        numbers = synth_frame_numbers(record, params.num_frames)
+        return ClipJob(record, cache.make_key(payload), numbers, synth=synth)
+    if data_root is None:
+        raise ValueError("real datasets need data_root (--data-root): the folder that holds "
+                         "the subjects' frame folders")
+    sampled = sample_clip_frames(record, data_root, params.num_frames)
+    hashes = []
+    for path in sampled.paths:
+        try:
+            hashes.append(cache.file_digest(path))
+        except OSError as err:
+            raise FrameError(f"unreadable frame {path}: {err.strerror or err}") from None
+    payload = {"source": "frames", "dataset": record.dataset, "clip": record.key,
+               "video": record.video, "frames": list(sampled.numbers), "content": hashes,
+               "params": params.as_dict()}
+    return ClipJob(record, cache.make_key(payload), sampled.numbers,
+                   paths=tuple(str(p) for p in sampled.paths))
+
+
+def _synth_version() -> str | None:
+    from medn.data import synth
+
+    return getattr(synth, "GENERATOR_VERSION", None)
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """A frame file as uint8 grayscale; ``FrameError`` naming the file if it cannot be decoded."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise FrameError(f"unreadable frame {path}")
+    return image
+
+
+def aligned_frames(paths: Sequence[str | Path], size: int) -> np.ndarray:
+    """The clip's frames read, aligned with the first frame's transform: ``(T, size, size)`` uint8."""
+    grays = [read_gray(p) for p in paths]
+    for path, gray in zip(paths, grays, strict=True):
+        if gray.shape != grays[0].shape:
+            raise FrameError(f"frame {path} is {gray.shape[1]}x{gray.shape[0]}, the clip's first "
+                             f"frame is {grays[0].shape[1]}x{grays[0].shape[0]}")
+    try:
+        matrix, _box = fit_alignment(grays[0], size)
+    except NoFaceError as err:
+        raise NoFaceError(f"{err} ({paths[0]})") from None
+    return np.stack([warp_face(g, matrix, size) for g in grays])
+
+
+def compute_flow(job: ClipJob, params: PreprocessParams) -> np.ndarray:
+    """The flow ``(T-1, 2, size, size)`` float16 of a planned clip (no cache involved)."""
+    if job.synth is not None:
+        from medn.data.synth import render_clip
+
+        frames = render_clip(job.record, params.size, params.num_frames, job.synth.seed)
+        expected = (params.num_frames, params.size, params.size)
+        if frames.shape != expected or frames.dtype != np.uint8:
+            raise ValueError(f"render_clip gave {frames.dtype} {frames.shape}, expected uint8 "
+                             f"{expected} for {job.record.key}")
+    else:
+        frames = aligned_frames(job.paths, params.size)
+    return sequence_flow(frames, params.flow).astype(np.float16)
+
+
+def run_job(job: ClipJob, params: PreprocessParams, cache_dir: Path) -> ClipOutcome:
+    """Compute one clip and store it in the cache; failures come back as a ``failed`` outcome."""
+    try:
+        flow = compute_flow(job, params)
+    except (FrameError, NoFaceError) as err:
+        return ClipOutcome(job.record, "failed", job.key, reason=str(err))
+    except Exception as err:  # recorded with its type; the other clips go on
+        return ClipOutcome(job.record, "failed", job.key,
+                           reason=f"{type(err).__name__}: {err}")
+    cache.store_entry(cache_dir, job.record.dataset, job.key, flow,
+                      np.asarray(job.frame_numbers))
+    return ClipOutcome(job.record, "computed", job.key, flow, job.frame_numbers)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
+
+
+def default_workers() -> int:
+    """The default number of worker processes: every core (``os.cpu_count()``)."""
+    return os.cpu_count() or 1
+
+
+def preprocess_clips(records: Sequence[ClipRecord], params: PreprocessParams, cache_dir: Path,
+                     data_root: Path | None = None, synth: SynthSource | None = None,
+                     workers: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> list[ClipOutcome]:
+    """Each record's flow from the cache or computed (and cached), in the order of ``records``.
+
+    ``workers`` processes compute the missing clips (default: every core; 1 = in this process).
+    ``progress(done, total)`` is called as clips finish.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    total = len(records)
+    outcomes: list[ClipOutcome | None] = [None] * total
+    todo: list[tuple[int, ClipJob]] = []
+    done = 0
+    for index, record in enumerate(records):
+        try:
+            job = plan_clip(record, params, data_root, synth)
+        except FrameError as err:
+            outcomes[index] = ClipOutcome(record, "failed", reason=str(err))
+        else:
+            hit = cache.load_entry(cache_dir, record.dataset, job.key)
+            if hit is None:
+                todo.append((index, job))
+                continue
+            outcomes[index] = ClipOutcome(record, "cached", job.key, hit[0],
+                                          tuple(int(n) for n in hit[1]))
+        done += 1
+        if progress:
+            progress(done, total)
+    if todo:
+        for index, outcome in _compute(todo, params, Path(cache_dir), workers):
+            outcomes[index] = outcome
+            done += 1
+            if progress:
+                progress(done, total)
+    return [o for o in outcomes if o is not None]
+
+
+def _compute(todo: list[tuple[int, ClipJob]], params: PreprocessParams, cache_dir: Path,
+             workers: int):
+    if workers == 1 or len(todo) == 1:
+        previous = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # the same arithmetic as in worker processes
+        try:
+            for index, job in todo:
+                yield index, run_job(job, params, cache_dir)
+        finally:
+            cv2.setNumThreads(previous)
+        return
+    # forkserver, not fork: the caller may hold threads (torch, Ray, MLflow). Scripts that call
+    # this must guard their entry point with ``if __name__ == "__main__":``.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["medn.data.preprocess"])
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
+                             initializer=_init_worker) as pool:
+        pending: dict[Future[ClipOutcome], int] = {
+            pool.submit(run_job, job, params, cache_dir): index for index, job in todo}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield pending.pop(future), future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -1,0 +1,66 @@
+"""The whole MEDN network (paper Fig. 3): motion branch + AU head, SEVit, orthogonalisation, fusion,
+classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from medn.losses import orthogonal_components
+
+
+@dataclass
+class MednOutput:
+    """One forward pass: class logits (B, C), AU logits (B, A), F_m (B, D), F_e (B, D)."""
+
+    logits: Tensor
+    au_logits: Tensor
+    f_m: Tensor
+    f_e: Tensor
+
+
+class MEDN(nn.Module):
+    """Motion-Emotion Decoupling Network.
+
+    F_m = motion backbone(flows, apex); AU logits = Linear(F_m); F_e = SEVit(flows);
+    F_perp_m, F_perp_e = orthogonal components (eq. 5-7); F_fusion = fusion(F_perp_m, F_perp_e);
+    logits = Linear(dropout(F_fusion)).
+    """
+
+    def __init__(self, *, motion: nn.Module, emotion: nn.Module, fusion: nn.Module, dim: int,
+                 num_classes: int, num_aus: int, dropout: float = 0.1,
+                 orth_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.motion = motion
+        self.au_head = nn.Linear(dim, num_aus)
+        self.emotion = emotion
+        self.fusion = fusion
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(dim, num_classes)
+        self.orth_eps = orth_eps
+
+    def forward(self, flows: Tensor, apex: Tensor) -> MednOutput:
+        """``flows`` (B, T-1, 2, H, W) float (float16 is upcast), ``apex`` (B,) long index into
+        T-1 (used by the single-flow backbones) -> ``MednOutput``."""
+        if flows.dim() != 5 or flows.shape[2] != 2:
+            raise ValueError(f"flows must have shape (B, T-1, 2, H, W), got {tuple(flows.shape)}")
+        if flows.dtype != torch.float32:
+            flows = flows.float()
+        f_m = self.motion(flows, apex)
+        au_logits = self.au_head(f_m)
+        f_e = self.emotion(flows)
+        perp_m, perp_e = orthogonal_components(f_m, f_e, self.orth_eps)
+        fused = self.fusion(perp_m, perp_e)
+        logits = self.classifier(self.dropout(fused))
+        return MednOutput(logits=logits, au_logits=au_logits, f_m=f_m, f_e=f_e)
+
+    def motion_parameters(self) -> list[nn.Parameter]:
+        """The motion branch and its AU head (their own lr group: x0.1 every 100 epochs)."""
+        return [*self.motion.parameters(), *self.au_head.parameters()]
+
+    def other_parameters(self) -> list[nn.Parameter]:
+        """Every parameter not in ``motion_parameters`` (SEVit, fusion, classifier)."""
+        motion_ids = {id(p) for p in self.motion_parameters()}
+        return [p for p in self.parameters() if id(p) not in motion_ids]

@@ -1,0 +1,122 @@
+"""Starting Ray for a study: a local instance by default, or an existing cluster.
+
+Ray's own log lines never reach the console: the driver-side ``ray`` loggers write to a file
+(``ray_log_path``), worker output stays in Ray's session logs (``log_to_driver=False``), and
+Tune's console reporter is off (``verbose=0``, ``RAY_AIR_NEW_OUTPUT=0``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Set before ray.tune is imported anywhere: the legacy reporter at verbose=0 prints nothing,
+# while the new output engine would print its own progress lines.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/JSON logs
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import ray  # noqa: E402
+
+from orchestrator.execution.faults import fault_env  # noqa: E402
+
+SHIP_CODE_ENV = "MEDN_RAY_SHIP_CODE"
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """Where Ray runs for this study and where its logs are."""
+
+    address: str | None  # None: a local instance started by this process
+    log_file: Path
+    session_dir: str
+    cluster_cpus: float
+    cluster_gpus: float
+
+    @property
+    def local(self) -> bool:
+        """Whether this process started its own local Ray instance."""
+        return self.address is None
+
+
+def _route_ray_logs(log_file: Path) -> logging.Handler:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, logging.StreamHandler) and not isinstance(
+                    old, logging.FileHandler):
+                logger.removeHandler(old)
+        logger.propagate = False
+    ray_logger = logging.getLogger("ray")
+    ray_logger.addHandler(handler)
+    ray_logger.setLevel(logging.INFO)
+    return handler
+
+
+def _runtime_env(address: str | None) -> dict[str, Any] | None:
+    """What workers of a cluster need: this checkout's code (``py_modules``, unless
+    ``MEDN_RAY_SHIP_CODE=0`` because the image has it) and the testing fault hook."""
+    env: dict[str, Any] = {}
+    if address is not None and os.environ.get(SHIP_CODE_ENV, "1") != "0":
+        import medn
+        import orchestrator
+
+        env["py_modules"] = [str(Path(medn.__file__).parent),
+                             str(Path(orchestrator.__file__).parent)]
+    if fault_env():
+        env["env_vars"] = fault_env()
+    return env or None
+
+
+@contextmanager
+def ray_session(address: str | None, log_file: Path,
+                num_cpus: int | None = None) -> Iterator[RaySession]:
+    """Ray for one study run; a local instance is shut down at the end, a cluster is left.
+
+    ``address``: None -> ``RAY_ADDRESS`` if set, else a local instance with ``num_cpus`` (default
+    ``os.cpu_count()``); ``host:port`` (GCS) or ``ray://host:10001`` (Ray client) -> that cluster.
+    If Ray is already initialised in this process (tests, notebooks) it is used as it is.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    handler = _route_ray_logs(log_file)
+    started = False
+    # ray.init drops the "ray" logger's handlers; its own warnings during start-up come from
+    # ray._private.* loggers, which keep this one while it runs.
+    init_logger = logging.getLogger("ray._private")
+    init_logger.addHandler(handler)
+    try:
+        if not ray.is_initialized():
+            common: dict[str, Any] = dict(
+                include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                configure_logging=False, runtime_env=_runtime_env(address))
+            if address is None:
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **common)
+            else:
+                ray.init(address=address, **common)
+            started = True
+            # ray.init(configure_logging=False) cleared the "ray" logger's handlers
+            logging.getLogger("ray").addHandler(handler)
+        init_logger.removeHandler(handler)
+        resources = ray.cluster_resources()
+        try:
+            session_dir = ray.get_runtime_context().get_node_id() and str(
+                ray._private.worker.global_worker.node.get_session_dir_path())
+        except Exception:  # Ray client: the session folder is on the head node
+            session_dir = "(on the Ray head node: /tmp/ray/session_latest/logs)"
+        yield RaySession(address=address, log_file=log_file, session_dir=session_dir,
+                         cluster_cpus=float(resources.get("CPU", 0.0)),
+                         cluster_gpus=float(resources.get("GPU", 0.0)))
+    finally:
+        if started:
+            ray.shutdown()
+        logging.getLogger("ray").removeHandler(handler)
+        init_logger.removeHandler(handler)
+        handler.close()

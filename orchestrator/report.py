@@ -1,0 +1,361 @@
+"""A study's table, re-read from MLflow: one row per variant, the paper's numbers beside it.
+
+``study_table`` reads the parent runs of the experiment ``<study>/<dataset>-<task>class`` (the
+newest parent of each variant, so a ``--fresh`` re-run replaces the old rows); ``render`` prints
+it as a rich table, markdown or CSV; ``write_summary`` stores it in the experiment's one
+``summary`` run (CSV, markdown and a PNG plot), updated in place on every re-run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+
+from orchestrator.paper_numbers import (
+    PAPER_DATASET,
+    PAPER_DATASET_LABEL,
+    PAPER_TITLES,
+    paper_note,
+    paper_value,
+)
+from orchestrator.studies.expand import sweep_curves
+from orchestrator.studies.spec import StudySpec, experiment_name
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+    from rich.table import Table
+
+ReportFormat = Literal["table", "markdown", "csv"]
+FORMATS: tuple[str, ...] = ("table", "markdown", "csv")
+PAPER_UF1 = f"paper UF1 ({PAPER_DATASET_LABEL})"
+PAPER_UAR = f"paper UAR ({PAPER_DATASET_LABEL})"
+METRICS = ("uf1", "uar", "accuracy")
+SUMMARY_RUN_NAME = "summary"
+TAG_SUMMARY = "medn.summary"
+STATUS_COMPLETE = "complete"
+STATUS_INCOMPLETE = "incomplete"
+STATUS_NOT_STARTED = "not started"
+STATUS_PRUNED = "pruned"
+
+
+class ReportError(ValueError):
+    """A report that cannot be made (no such experiment, bad format); the message says why."""
+
+
+def _client_for(writer_or_client: Any, tracking_uri: str) -> tuple[MlflowClient, Callable]:
+    """An MlflowClient and a call wrapper: the writer's retrying ``call`` when given a writer."""
+    from mlflow import MlflowClient
+
+    if writer_or_client is None:
+        client = MlflowClient(tracking_uri=tracking_uri)
+    elif isinstance(writer_or_client, MlflowClient):
+        client = writer_or_client
+    else:
+        client = writer_or_client.client
+
+    def direct(fn: Callable, *args: Any, what: str = "", **kwargs: Any) -> Any:
+        del what
+        return fn(*args, **kwargs)
+
+    call = getattr(writer_or_client, "call", None) or direct
+    return client, call
+
+
+def _search_all(client: MlflowClient, call: Callable, experiment_id: str,
+                filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = call(client.search_runs, [experiment_id], filter_string, max_results=1000,
+                    order_by=["attributes.start_time DESC"], page_token=token,
+                    what="search runs")
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment(client: MlflowClient, call: Callable, study: str, dataset: str,
+                task: int, tracking_uri: str) -> Any:
+    name = experiment_name(study, dataset, task)
+    exp = call(client.get_experiment_by_name, name, what="get experiment")
+    if exp is None or exp.lifecycle_stage == "deleted":
+        others = [e.name for e in call(client.search_experiments, what="list experiments")
+                  if e.name.startswith(f"{study}/")]
+        hint = (f" This study has: {', '.join(sorted(others))}." if others
+                else f" Run `medn study {study}` first.")
+        raise ReportError(f"no MLflow experiment {name!r} in {tracking_uri}.{hint}")
+    return exp
+
+
+def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
+           dataset: str, task: int, spec: StudySpec | None) -> pd.DataFrame:
+    exp = _experiment(client, call, study, dataset, task, tracking_uri)
+    parents = _search_all(client, call, exp.experiment_id, "tags.`medn.role` = 'parent'")
+    children = _search_all(client, call, exp.experiment_id,
+                           "tags.`medn.role` = 'fold' and attributes.status = 'FINISHED'")
+    done: dict[str, set[str]] = {}
+    for run in children:
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        fold = run.data.tags.get("medn.fold")
+        if parent_id and fold is not None:
+            done.setdefault(parent_id, set()).add(fold)
+    newest: dict[str, Any] = {}
+    for run in parents:  # newest first: the first seen per variant wins
+        newest.setdefault(run.data.tags.get("medn.variant", run.info.run_name), run)
+
+    labels: dict[str, str] = {}
+    order: list[str] = []
+    if spec is not None:
+        for variant in spec.variants_for(task):
+            labels[variant.name] = variant.label
+            order.append(variant.name)
+    order += sorted(name for name in newest if name not in labels)
+
+    rows = []
+    for name in order:
+        run = newest.get(name)
+        row: dict[str, Any] = {"label": labels.get(name, name), "variant": name}
+        if run is None:
+            row.update({m: math.nan for m in METRICS})
+            row.update(folds_done=0, folds_total=None, status=STATUS_NOT_STARTED, run_id="")
+        else:
+            tags, metrics = run.data.tags, run.data.metrics
+            row["label"] = labels.get(name) or tags.get("medn.label") or name
+            total = int(tags["medn.folds"]) if tags.get("medn.folds", "").isdigit() else None
+            n_done = len(done.get(run.info.run_id, ()))
+            complete = ("uf1" in metrics and "medn.incomplete" not in tags
+                        and (total is None or n_done >= total))
+            for m in METRICS:
+                row[m] = metrics.get(m, math.nan) if complete else math.nan
+            if tags.get("medn.pruned", "").lower() == "true":
+                status = STATUS_PRUNED
+            else:
+                status = STATUS_COMPLETE if complete else STATUS_INCOMPLETE
+            row.update(folds_done=n_done, folds_total=total, status=status,
+                       run_id=run.info.run_id)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["label", "variant", *METRICS, "folds_done", "folds_total",
+                                     "status", "run_id"])
+    df["folds_total"] = df["folds_total"].astype("Int64")
+
+    paper = spec.paper if spec is not None else None
+    notes = []
+    if paper in ("table5", "table6", "table7"):
+        values = [paper_value(paper, label, task) for label in df["label"]]
+        df[PAPER_UF1] = [v.uf1 if v else math.nan for v in values]
+        df[PAPER_UAR] = [v.uar if v else math.nan for v in values]
+    note = paper_note(paper, task)
+    if note:
+        notes.append(note)
+    if paper in PAPER_TITLES and dataset != PAPER_DATASET:
+        notes.append(f"different dataset: {dataset} (the paper's numbers are "
+                     f"{PAPER_DATASET_LABEL}); compare trends, not values")
+    df.attrs.update(study=study, dataset=dataset, task=task, experiment=exp.name,
+                    experiment_id=exp.experiment_id, notes=notes)
+    return df
+
+
+def study_table(tracking_uri: str, study: str, dataset: str = "synth", task: int = 3,
+                spec: StudySpec | None = None) -> pd.DataFrame:
+    """One row per variant of ``study`` on ``dataset``/``task``, re-read from MLflow.
+
+    Columns: label, variant, uf1, uar, accuracy (pooled over the LOSO folds; NaN unless the
+    variant is complete), folds_done, folds_total, status (complete / incomplete / not started /
+    pruned), run_id; plus the paper's UF1/UAR where the study reproduces Table V, VI or VII.
+    ``spec`` (default: the discovered spec of that name, if any) gives the row order, labels
+    and the paper reference. ``df.attrs`` holds the experiment name and notes.
+    """
+    from orchestrator.studies.discover import discover_studies
+
+    if spec is None:
+        entry = discover_studies().get(study)
+        spec = entry.spec if entry is not None else None
+    client, call = _client_for(None, tracking_uri)
+    return _table(client, call, tracking_uri, study, dataset, task, spec)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _display_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    columns = ["label", "variant", "UF1", "UAR", "accuracy", "folds", "status"]
+    paper_cols = [c for c in (PAPER_UF1, PAPER_UAR) if c in df.columns]
+    rows = []
+    for _, r in df.iterrows():
+        total = "?" if r["folds_total"] is pd.NA else str(r["folds_total"])
+        rows.append([str(r["label"]), str(r["variant"]), _fmt(r["uf1"]), _fmt(r["uar"]),
+                     _fmt(r["accuracy"]), f"{r['folds_done']}/{total}", str(r["status"]),
+                     *(_fmt(r[c]) for c in paper_cols)])
+    return columns + paper_cols, rows
+
+
+def _title(df: pd.DataFrame) -> str:
+    attrs = df.attrs
+    return (f"{attrs.get('study', '?')} on {attrs.get('dataset', '?')}, "
+            f"{attrs.get('task', '?')}-class (MLflow experiment {attrs.get('experiment', '?')})")
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """The table as GitHub markdown, with its title and notes."""
+    columns, rows = _display_rows(df)
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    numeric = {"UF1", "UAR", "accuracy", PAPER_UF1, PAPER_UAR}
+    out = [f"**{_title(df)}**", "", line(columns),
+           "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
+    out += [line(r) for r in rows]
+    out += [""] + [f"> {note}" for note in df.attrs.get("notes", [])]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def to_rich(df: pd.DataFrame) -> Table:
+    """The table as a rich ``Table`` (notes in its caption)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    columns, rows = _display_rows(df)
+    notes = df.attrs.get("notes", [])
+    table = Table(title=_title(df), caption="\n".join(notes) or None, caption_justify="left")
+    for column in columns:
+        paper = column.startswith("paper")
+        table.add_column(column, justify="right" if column not in ("label", "variant", "status")
+                         else "left", style="dim" if paper else None)
+    styles = {STATUS_COMPLETE: "green", STATUS_INCOMPLETE: "yellow", STATUS_PRUNED: "magenta"}
+    for row in rows:
+        status = row[6]
+        cells = [escape(cell) for cell in row]
+        cells[6] = f"[{styles[status]}]{status}[/]" if status in styles else cells[6]
+        table.add_row(*cells)
+    return table
+
+
+def render(df: pd.DataFrame, fmt: str = "table") -> Any:
+    """``df`` (from ``study_table``) as a rich Table (``table``), markdown text or CSV text."""
+    if fmt == "table":
+        return to_rich(df)
+    if fmt == "markdown":
+        return to_markdown(df)
+    if fmt == "csv":
+        return df.to_csv(index=False, float_format="%.6g")
+    raise ReportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def summary_figure(df: pd.DataFrame, spec: StudySpec | None) -> Figure:
+    """The study's plot: UF1/UAR per variant as bars (the paper's as markers), or for a sweeps
+    study (lambda-grid) one curve panel per swept parameter, like the paper's Fig. 6."""
+    from matplotlib.figure import Figure
+
+    curves = sweep_curves(spec) if spec is not None else []
+    by_name = df.set_index("variant")
+    title = _title(df).split(" (MLflow")[0]
+    if curves:
+        figure = Figure(figsize=(5.0 * len(curves), 3.8), layout="constrained")
+        axes = figure.subplots(1, len(curves), squeeze=False)[0]
+        for ax, (key, points) in zip(axes, curves, strict=True):
+            xs = [float(x) for x, _ in points]
+            for metric, marker in (("uf1", "o-"), ("uar", "s--")):
+                ys = [by_name[metric].get(name, math.nan) for _, name in points]
+                ax.plot(xs, ys, marker, label=metric.upper())
+            fixed = ", ".join(f"{k.rsplit('.', 1)[-1]} = {v}" for k, v in
+                              _fixed_of(spec, key).items())
+            ax.set_xlabel(key.rsplit(".", 1)[-1] + (f"  ({fixed})" if fixed else ""))
+            ax.set_ylim(0.0, 1.0)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        figure.suptitle(title, fontsize=10)
+        return figure
+    n = len(df)
+    figure = Figure(figsize=(max(5.0, 0.9 * n + 2.0), 4.0), layout="constrained")
+    ax = figure.add_subplot()
+    xs = list(range(n))
+    width = 0.38
+    ax.bar([x - width / 2 for x in xs], df["uf1"].fillna(0.0), width, label="UF1")
+    ax.bar([x + width / 2 for x in xs], df["uar"].fillna(0.0), width, label="UAR")
+    if PAPER_UF1 in df.columns:
+        ax.plot([x - width / 2 for x in xs], df[PAPER_UF1], "k_", markersize=14,
+                markeredgewidth=2, label=f"paper UF1 ({PAPER_DATASET_LABEL})")
+        ax.plot([x + width / 2 for x in xs], df[PAPER_UAR], "_", color="0.45", markersize=14,
+                markeredgewidth=2, label=f"paper UAR ({PAPER_DATASET_LABEL})")
+    ax.set_xticks(xs, [str(label) for label in df["label"]], rotation=30 if n > 6 else 0,
+                  ha="right" if n > 6 else "center")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("pooled LOSO score")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return figure
+
+
+def _fixed_of(spec: StudySpec | None, key: str) -> dict[str, Any]:
+    from orchestrator.studies.spec import SweepVariants
+
+    if spec is None or not isinstance(spec.variants, SweepVariants):
+        return {}
+    for sweep in spec.variants.sweeps:
+        if sweep.vary == key:
+            return sweep.fixed
+    return {}
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def write_summary(writer_or_client: Any, tracking_uri: str, spec: StudySpec, dataset: str,
+                  task: int) -> str:
+    """Create or update the study's ``summary`` run and return its id.
+
+    The run (name ``summary``, tags ``medn.study``, ``medn.summary=true``, ``medn.dataset``,
+    ``medn.task``) lives in the study's experiment and holds ``summary/table.csv``,
+    ``summary/table.md`` and ``summary/plot.png``. Re-running a study updates the same run (its
+    artifacts are overwritten, its end time moves) instead of adding another one.
+    ``writer_or_client`` is the study's ``RunTreeWriter`` (its retrying client is used), an
+    ``MlflowClient``, or None (a client on ``tracking_uri``).
+    """
+    import tempfile
+    from pathlib import Path
+
+    client, call = _client_for(writer_or_client, tracking_uri)
+    df = _table(client, call, tracking_uri, spec.name, dataset, task, spec)
+    exp_id = df.attrs["experiment_id"]
+    existing = _search_all(client, call, exp_id, f"tags.`{TAG_SUMMARY}` = 'true'")
+    tags = {"medn.study": spec.name, TAG_SUMMARY: "true", "medn.role": "summary",
+            "medn.dataset": dataset, "medn.task": str(task)}
+    if existing:
+        run_id = existing[0].info.run_id
+        call(client.update_run, run_id, status="RUNNING", what="reopen summary run")
+    else:
+        run = call(client.create_run, exp_id, tags=tags, run_name=SUMMARY_RUN_NAME,
+                   what="create summary run")
+        run_id = run.info.run_id
+    complete = df[df["status"] == STATUS_COMPLETE]
+    status_tags = {"medn.variants_complete": f"{len(complete)}/{len(df)}"}
+    if len(complete):
+        best = complete.loc[complete[spec.metric].idxmax()]
+        status_tags.update({"medn.best_variant": str(best["variant"]),
+                            f"medn.best_{spec.metric}": f"{best[spec.metric]:.4f}"})
+    for key, value in status_tags.items():
+        call(client.set_tag, run_id, key, value, what="tag summary run")
+    with tempfile.TemporaryDirectory(prefix="medn-summary-") as tmp:
+        folder = Path(tmp) / "summary"
+        folder.mkdir()
+        (folder / "table.csv").write_text(render(df, "csv"))
+        (folder / "table.md").write_text(to_markdown(df))
+        (folder / "plot.png").write_bytes(_png(summary_figure(df, spec)))
+        call(client.log_artifacts, run_id, str(folder), "summary", what="log summary")
+    call(client.set_terminated, run_id, "FINISHED", what="finish summary run")
+    return run_id

@@ -1,0 +1,278 @@
+"""The MEDN network and its parts: shapes, gradients, LED filter, SEVit windows, config errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from medn.config import ConfigError, MednConfig, load_config
+from medn.losses import medn_loss
+from medn.models import (
+    MEDN,
+    SEVit,
+    SparseVideoViT,
+    VideoViT,
+    backbone_names,
+    build_model,
+    count_parameters,
+    create_backbone,
+    validate_model_config,
+)
+from medn.models.cofm import CoFM
+from medn.models.led import LEDFilter
+
+NUM_CLASSES, NUM_AUS, BATCH = 3, 5, 4
+
+
+def smoke_cfg(*overrides: str) -> MednConfig:
+    return load_config(profile="smoke", overrides=list(overrides))
+
+
+def inputs(cfg: MednConfig, batch: int = BATCH, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    t, s = cfg.data.frames - 1, cfg.data.size
+    flows = torch.randn(batch, t, 2, s, s, generator=g)
+    apex = torch.randint(0, t, (batch,), generator=g)
+    labels = torch.arange(batch) % NUM_CLASSES
+    aus = (torch.rand(batch, NUM_AUS, generator=g) > 0.5).float()
+    return flows, apex, labels, aus
+
+
+def built(cfg: MednConfig, seed: int = 0) -> MEDN:
+    torch.manual_seed(seed)
+    return build_model(cfg, num_classes=NUM_CLASSES, num_aus=NUM_AUS)
+
+
+def test_backbones_are_registered_by_name():
+    assert set(backbone_names()) >= {"led", "resnet18", "resnet34", "vit_b16"}
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'.*allowed: led"):
+        create_backbone("vgg", smoke_cfg())
+
+
+@pytest.mark.parametrize("name", ["led", "resnet18", "resnet34", "vit_b16"])
+def test_every_backbone_gives_f_m_of_width_d(name):
+    cfg = smoke_cfg(f"model.motion.backbone={name}")
+    torch.manual_seed(0)
+    backbone = create_backbone(name, cfg)
+    flows, apex, _, _ = inputs(cfg)
+    out = backbone(flows, apex)
+    assert out.shape == (BATCH, cfg.model.dim)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_b16"])
+def test_single_flow_backbones_read_only_the_apex_flow(name):
+    cfg = smoke_cfg(f"model.motion.backbone={name}")
+    torch.manual_seed(0)
+    backbone = create_backbone(name, cfg).eval()
+    flows, _, _, _ = inputs(cfg)
+    apex = torch.tensor([0, 1, 2, 3])
+    changed = flows.clone()
+    changed[:, 5] += 10.0  # a frame that is no clip's apex
+    other = flows.clone()
+    other[0, 0] += 10.0    # clip 0's apex
+    with torch.no_grad():
+        base = backbone(flows, apex)
+        assert torch.equal(backbone(changed, apex), base)
+        moved = backbone(other, apex)
+    assert not torch.allclose(moved[0], base[0])
+    assert torch.equal(moved[1:], base[1:])
+
+
+@pytest.mark.parametrize(("backbone", "fusion"), [
+    ("led", "cofm"), ("led", "weighted_sum"), ("resnet18", "cofm"), ("resnet34", "cofm"),
+    ("vit_b16", "cofm"),
+])
+def test_medn_shapes_and_every_parameter_gets_a_gradient(backbone, fusion):
+    cfg = smoke_cfg(f"model.motion.backbone={backbone}", f"model.fusion.kind={fusion}")
+    model = built(cfg)
+    flows, apex, labels, aus = inputs(cfg)
+    out = model(flows, apex)
+    assert out.logits.shape == (BATCH, NUM_CLASSES)
+    assert out.au_logits.shape == (BATCH, NUM_AUS)
+    assert out.f_m.shape == out.f_e.shape == (BATCH, cfg.model.dim)
+    medn_loss(out, labels, aus, cfg.loss).total.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_motion_and_other_parameters_partition_the_model():
+    model = built(smoke_cfg())
+    motion = {id(p) for p in model.motion_parameters()}
+    other = {id(p) for p in model.other_parameters()}
+    assert motion.isdisjoint(other)
+    assert motion | other == {id(p) for p in model.parameters()}
+    assert {id(p) for p in model.au_head.parameters()} <= motion
+    assert {id(p) for p in model.emotion.parameters()} <= other
+    counts = count_parameters(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_half_precision_flows_are_accepted_and_bf16_autocast_runs():
+    cfg = smoke_cfg()
+    model = built(cfg)
+    flows, apex, labels, aus = inputs(cfg)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = model(flows.half(), apex)
+        parts = medn_loss(out, labels, aus, cfg.loss)
+    assert parts.total.dtype == torch.float32
+    parts.total.backward()
+    assert torch.isfinite(parts.total)
+
+
+def test_same_seed_gives_identical_outputs_and_updates():
+    cfg = smoke_cfg()
+    flows, apex, labels, aus = inputs(cfg)
+    results = []
+    for _ in range(2):
+        model = built(cfg, seed=7)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        torch.manual_seed(1)  # dropout masks
+        for _ in range(2):
+            opt.zero_grad()
+            medn_loss(model(flows, apex), labels, aus, cfg.loss).total.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            results.append(model(flows, apex).logits)
+    assert torch.equal(results[0], results[1])
+    other = built(cfg, seed=8).eval()
+    with torch.no_grad():
+        assert not torch.equal(other(flows, apex).logits, results[0])
+
+
+# --- LED ------------------------------------------------------------------------------------
+
+def test_led_filter_matrix_matches_hand_computed_3x3():
+    # alpha = 10, r1 = 0.4, r2 = 0.05 (the initial values); row = input frame, column = output.
+    w = LEDFilter().matrix(3)
+    expected = torch.tensor([
+        [10 * 0.35, 10 * 0.6 - 10 * 0.95, 10 * 0.36 - 10 * 0.9025],
+        [0.0, 10 * 0.35, 10 * 0.6 * 0.4 - 10 * 0.95 * 0.05],
+        [0.0, 0.0, 10 * 0.35],
+    ])
+    torch.testing.assert_close(w, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_led_filter_output_matches_hand_computed_values():
+    led = LEDFilter()
+    x = torch.tensor([1.0, -2.0, 3.0]).view(1, 3, 1, 1, 1)
+    out = led(x).flatten()
+    # frame 1: (1*-3.5 + -2*3.5) / (1*3.5 + 2*3.5 + 1)
+    # frame 2: (1*-5.425 + -2*1.925 + 3*3.5) / (5.425 + 2*1.925 + 3*3.5 + 1)
+    expected = torch.tensor([1.0, -10.5 / 11.5, (-5.425 - 3.85 + 10.5) / (5.425 + 3.85 + 10.5 + 1)])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_led_parameters_are_logs_and_learnable():
+    led = LEDFilter()
+    assert math.isclose(led.log_alpha.exp().item(), 10.0, rel_tol=1e-6)
+    assert math.isclose(led.log_r1.exp().item(), 0.4, rel_tol=1e-6)
+    assert math.isclose(led.log_r2.exp().item(), 0.05, rel_tol=1e-6)
+    led(torch.randn(2, 4, 2, 3, 3)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs() > 0 for p in led.parameters())
+
+
+# --- SEVit ----------------------------------------------------------------------------------
+
+def sevit_kwargs(cfg: MednConfig) -> dict:
+    e = cfg.model.emotion
+    return dict(frames=cfg.data.frames - 1, size=cfg.data.size, patch=e.patch_size,
+                dim=cfg.model.dim, depth=e.depth, heads=e.heads, mlp_ratio=e.mlp_ratio,
+                out_dim=cfg.model.dim)
+
+
+def test_sevit_with_rate_1_equals_the_plain_vit_path():
+    cfg = smoke_cfg("model.emotion.depth=2")
+    torch.manual_seed(0)
+    sevit = SEVit(rates=[1], **sevit_kwargs(cfg))
+    plain = VideoViT(**sevit_kwargs(cfg))
+    plain.load_state_dict(sevit.branches[0].state_dict())
+    flows, _, _, _ = inputs(cfg)
+    torch.testing.assert_close(sevit(flows), sevit.gamma[0] * plain(flows), rtol=1e-6, atol=1e-6)
+    assert sevit.gamma.tolist() == [1.0]
+
+
+def test_sevit_attends_each_window_on_its_own():
+    cfg = smoke_cfg()  # 32 / 4 = an 8x8 grid
+    torch.manual_seed(0)
+    branch = SparseVideoViT(rate=2, **sevit_kwargs(cfg))
+    tokens = torch.randn(2, cfg.data.frames - 1, 64, cfg.model.dim)
+    out = branch.attend(tokens)
+    grid = tokens.view(2, -1, 8, 8, cfg.model.dim)
+    out_grid = out.view(2, -1, 8, 8, cfg.model.dim)
+    for wy in range(2):
+        for wx in range(2):
+            window = grid[:, :, 4 * wy:4 * wy + 4, 4 * wx:4 * wx + 4]
+            alone = branch.blocks(window.reshape(2, -1, cfg.model.dim)).view_as(window)
+            torch.testing.assert_close(out_grid[:, :, 4 * wy:4 * wy + 4, 4 * wx:4 * wx + 4],
+                                       alone, rtol=1e-5, atol=1e-5)
+
+
+def test_sevit_has_one_branch_per_rate_and_gamma_starts_at_1_over_k():
+    cfg = smoke_cfg("model.emotion.sparsity_rates=[1,1,2,2,4,4,8,8]")
+    model = built(cfg)
+    assert [b.rate for b in model.emotion.branches] == [1, 1, 2, 2, 4, 4, 8, 8]
+    torch.testing.assert_close(model.emotion.gamma.detach(), torch.full((8,), 1 / 8))
+    flows, apex, _, _ = inputs(cfg, batch=2)
+    assert model(flows, apex).f_e.shape == (2, cfg.model.dim)
+
+
+# --- CoFM -----------------------------------------------------------------------------------
+
+def test_cofm_weights_are_normalised_and_shapes_kept():
+    torch.manual_seed(0)
+    cofm = CoFM(dim=16, tokens=4, heads=2)
+    perp_m, perp_e = torch.randn(3, 16), torch.randn(3, 16)
+    new_m, new_e = cofm.collaborate(perp_m, perp_e)
+    w_m, w_e = cofm.weights(new_m, new_e)
+    torch.testing.assert_close(w_m + w_e, torch.ones(3, 1))
+    torch.testing.assert_close(cofm(perp_m, perp_e), w_m * new_m + w_e * new_e)
+
+
+# --- configuration errors -------------------------------------------------------------------
+
+def test_bad_sparsity_rate_is_a_config_error_naming_the_field():
+    cfg = load_config(overrides=["model.emotion.sparsity_rates=[3]"])  # quick: 48 / 6 = 8
+    with pytest.raises(ConfigError) as err:
+        validate_model_config(cfg)
+    message = str(err.value)
+    assert "model.emotion.sparsity_rates: rate 3 does not divide the 8x8 token grid" in message
+    assert "(data.size 48 / patch_size 6); allowed: 1, 2, 4, 8" in message
+    with pytest.raises(ConfigError):
+        build_model(cfg, num_classes=3, num_aus=4)
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("model.emotion.patch_size=7", "model.emotion.patch_size: 7 does not divide data.size 48"),
+    ("model.emotion.heads=3", "model.emotion.heads: 3 heads do not divide model.dim 32"),
+    ("model.fusion.tokens=5", "model.fusion.tokens: 5 tokens do not divide model.dim 32"),
+    ("model.fusion.heads=3", "model.fusion.heads: 3 heads do not divide the token width"),
+    ("data.frames=4", "data.frames: the led backbone needs at least 5 frames"),
+])
+def test_other_bad_sizes_are_config_errors(override, field):
+    with pytest.raises(ConfigError, match="invalid model configuration") as err:
+        validate_model_config(load_config(overrides=[override]))
+    assert field in str(err.value)
+
+
+def test_vit_patch_is_checked_only_for_the_vit_backbone():
+    validate_model_config(load_config(overrides=["model.motion.vit_patch=7"]))
+    with pytest.raises(ConfigError, match="model.motion.vit_patch: 7 does not divide"):
+        validate_model_config(load_config(overrides=["model.motion.vit_patch=7",
+                                                     "model.motion.backbone=vit_b16"]))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_profiles_are_valid_model_configurations(profile):
+    validate_model_config(load_config(profile=profile))
+
+
+def test_build_model_needs_classes_and_aus():
+    with pytest.raises(ConfigError, match="num_aus"):
+        build_model(smoke_cfg(), num_classes=3, num_aus=0)
+    with pytest.raises(ConfigError, match="num_classes"):
+        build_model(smoke_cfg(), num_classes=1, num_aus=3)

@@ -1,0 +1,284 @@
+"""Reports re-read from a real sqlite MLflow store, the summary run, and ``medn report``."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from orchestrator.paper_numbers import TABLE4, TABLE5, paper_value
+from orchestrator.report import (
+    PAPER_UAR,
+    PAPER_UF1,
+    ReportError,
+    render,
+    study_table,
+    write_summary,
+)
+from orchestrator.studies import find_study
+
+REPO = Path(__file__).resolve().parents[1]
+SUBJECTS = ["s01", "s02", "s03"]
+
+
+def add_variant(client: MlflowClient, exp_id: str, study: str, variant: str, task: int,
+                folds: dict[str, str], metrics: dict[str, float] | None,
+                incomplete: bool = False) -> str:
+    """A parent run and its fold children, tagged as ``RunTreeWriter`` tags them."""
+    parent = client.create_run(exp_id, run_name=variant, tags={
+        "medn.role": "parent", "medn.variant": variant, "medn.study": study,
+        "medn.dataset": "synth", "medn.task": str(task), "medn.folds": str(len(SUBJECTS))})
+    pid = parent.info.run_id
+    for subject, status in folds.items():
+        child = client.create_run(exp_id, run_name=f"fold-{subject}", tags={
+            "mlflow.parentRunId": pid, "medn.role": "fold", "medn.fold": subject,
+            "medn.variant": variant, "medn.study": study})
+        client.set_terminated(child.info.run_id, status)
+    if metrics:
+        for key, value in metrics.items():
+            client.log_metric(pid, key, value)
+    if incomplete:
+        client.set_tag(pid, "medn.incomplete", "1 of 3 folds have no finished run: s03")
+    client.set_terminated(pid, "FINISHED" if metrics else "KILLED")
+    time.sleep(0.01)  # distinct start times: "newest parent" is well defined
+    return pid
+
+
+ALL_DONE = dict.fromkeys(SUBJECTS, "FINISHED")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A sqlite store with ablation-components (3- and 4-class) and part of lambda-grid."""
+    root = tmp_path_factory.mktemp("mlstore")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    artifacts = (root / "artifacts").as_uri()
+    exp = client.create_experiment("ablation-components/synth-3class", artifact_location=artifacts)
+    # No.1: an old run (superseded by --fresh), then the newest one, which is the one reported.
+    add_variant(client, exp, "ablation-components", "no1-plain-vit", 3, ALL_DONE,
+                {"uf1": 0.11, "uar": 0.12, "accuracy": 0.13})
+    add_variant(client, exp, "ablation-components", "no1-plain-vit", 3, ALL_DONE,
+                {"uf1": 0.41, "uar": 0.42, "accuracy": 0.43})
+    add_variant(client, exp, "ablation-components", "no2-single-rate", 3,
+                {"s01": "FINISHED", "s02": "FINISHED", "s03": "FAILED"}, None, incomplete=True)
+    add_variant(client, exp, "ablation-components", "no3-weighted-sum", 3,
+                {"s01": "FAILED", **ALL_DONE}, {"uf1": 0.5, "uar": 0.55, "accuracy": 0.6})
+    add_variant(client, exp, "ablation-components", "no5-full", 3, ALL_DONE,
+                {"uf1": 0.62, "uar": 0.61, "accuracy": 0.7})
+    exp4 = client.create_experiment("ablation-components/synth-4class",
+                                    artifact_location=artifacts)
+    add_variant(client, exp4, "ablation-components", "no5-full", 4, ALL_DONE,
+                {"uf1": 0.3, "uar": 0.31, "accuracy": 0.4})
+    lam = client.create_experiment("lambda-grid/synth-3class", artifact_location=artifacts)
+    for i, name in enumerate(["lambda_au=0.0,lambda_orth=1.0", "lambda_au=1.0,lambda_orth=1.0",
+                              "lambda_au=1.0,lambda_orth=2.0"]):
+        add_variant(client, lam, "lambda-grid", name, 3, ALL_DONE,
+                    {"uf1": 0.3 + 0.1 * i, "uar": 0.35 + 0.1 * i, "accuracy": 0.5})
+    return {"uri": uri, "client": client}
+
+
+def test_study_table_reads_the_newest_parent_of_each_variant(store: dict) -> None:
+    df = study_table(store["uri"], "ablation-components", "synth", 3)
+    assert list(df["label"]) == ["No.1", "No.2", "No.3", "No.4", "No.5"]
+    rows = df.set_index("label")
+    assert rows.loc["No.1", "uf1"] == pytest.approx(0.41)          # the --fresh re-run wins
+    assert rows.loc["No.1", "accuracy"] == pytest.approx(0.43)
+    assert rows.loc["No.1", "status"] == "complete"
+    assert rows.loc["No.2", "status"] == "incomplete"
+    assert rows.loc["No.2", "folds_done"] == 2 and rows.loc["No.2", "folds_total"] == 3
+    assert pd.isna(rows.loc["No.2", "uf1"])
+    assert rows.loc["No.3", "folds_done"] == 3                      # a FAILED attempt not counted
+    assert rows.loc["No.4", "status"] == "not started" and rows.loc["No.4", "folds_done"] == 0
+    assert rows.loc["No.5", "uar"] == pytest.approx(0.61)
+    assert df.attrs["experiment"] == "ablation-components/synth-3class"
+
+
+def test_paper_columns_are_the_printed_numbers(store: dict) -> None:
+    df = study_table(store["uri"], "ablation-components", "synth", 3).set_index("label")
+    for label, (uf1, uar) in TABLE5.items():
+        assert df.loc[label, PAPER_UF1] == uf1 and df.loc[label, PAPER_UAR] == uar
+    assert df.loc["No.1", PAPER_UF1] == 0.6876 and df.loc["No.5", PAPER_UAR] == 0.7294
+    notes = " ".join(df.attrs["notes"])
+    assert "different dataset: synth" in notes and "Table V" in notes
+    four = study_table(store["uri"], "ablation-components", "synth", 4).set_index("label")
+    assert four.loc["No.5", PAPER_UF1] == TABLE4[4][0] == 0.6514   # Table IV, full MEDN
+    assert four[PAPER_UF1].drop("No.5").isna().all()               # Table V is 3-class only
+    assert "Table IV" in " ".join(four.attrs["notes"])
+
+
+def test_paper_numbers_lookup() -> None:
+    assert paper_value("table6", "[1,1,2,2,4,4,8,8]", 3).uar == 0.7301
+    assert paper_value("table7", "ViT-B/16", 3).uf1 == 0.7342
+    assert paper_value("table7", "LED", 7).uf1 == 0.4906
+    assert paper_value("table7", "ResNet-18", 7) is None
+    assert paper_value("fig6", "lambda_au=1.0,lambda_orth=1.0", 3) is None
+
+
+def test_markdown_and_csv_output(store: dict) -> None:
+    df = study_table(store["uri"], "ablation-components", "synth", 3)
+    md = render(df, "markdown")
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| label"))
+    assert f"| {PAPER_UF1} | {PAPER_UAR} |" in header
+    row1 = next(line for line in lines if line.startswith("| No.1 "))
+    assert "| 0.4100 |" in row1 and "| 3/3 | complete | 0.6876 | 0.6324 |" in row1
+    assert any(line.startswith("> different dataset: synth") for line in lines)
+    parsed = pd.read_csv(io.StringIO(render(df, "csv")))
+    assert list(parsed["variant"]) == list(df["variant"])
+    assert parsed.loc[0, "uf1"] == pytest.approx(0.41)
+    assert parsed.loc[4, PAPER_UF1] == pytest.approx(0.7568)
+    with pytest.raises(ReportError, match="--format 'html'"):
+        render(df, "html")
+
+
+def test_missing_experiment_is_named(store: dict) -> None:
+    with pytest.raises(ReportError, match=r"no MLflow experiment 'ablation-components/"
+                                          r"synth-7class'.*This study has: ablation-components/"
+                                          r"synth-3class"):
+        study_table(store["uri"], "ablation-components", "synth", 7)
+
+
+def _artifact_text(client: MlflowClient, run_id: str, path: str, tmp: Path) -> bytes:
+    return Path(client.download_artifacts(run_id, path, str(tmp))).read_bytes()
+
+
+def test_summary_run_is_created_once_and_updated(store: dict, tmp_path: Path) -> None:
+    client: MlflowClient = store["client"]
+    spec = find_study("ablation-components", cwd=REPO)
+    first = write_summary(client, store["uri"], spec, "synth", 3)
+    exp = client.get_experiment_by_name("ablation-components/synth-3class")
+    run = client.get_run(first)
+    assert run.info.run_name == "summary" and run.info.status == "FINISHED"
+    assert run.data.tags["medn.study"] == "ablation-components"
+    assert run.data.tags["medn.summary"] == "true"
+    assert run.data.tags["medn.variants_complete"] == "3/5"
+    assert run.data.tags["medn.best_variant"] == "no5-full"
+    files = {f.path for f in client.list_artifacts(first, "summary")}
+    assert files == {"summary/table.csv", "summary/table.md", "summary/plot.png"}
+    assert _artifact_text(client, first, "summary/plot.png", tmp_path / "a")[:8] == \
+        b"\x89PNG\r\n\x1a\n"
+    table = pd.read_csv(io.BytesIO(_artifact_text(client, first, "summary/table.csv",
+                                                  tmp_path / "b")))
+    assert list(table["label"]) == ["No.1", "No.2", "No.3", "No.4", "No.5"]
+    assert b"No.5" in _artifact_text(client, first, "summary/table.md", tmp_path / "c")
+
+    # A later run of the study finishes No.4: the same summary run is updated, not duplicated.
+    add_variant(client, exp.experiment_id, "ablation-components", "no4-no-orth", 3, ALL_DONE,
+                {"uf1": 0.9, "uar": 0.8, "accuracy": 0.85})
+    second = write_summary(client, store["uri"], spec, "synth", 3)
+    assert second == first
+    summaries = client.search_runs([exp.experiment_id], "tags.`medn.summary` = 'true'")
+    assert len(summaries) == 1
+    assert client.get_run(first).data.tags["medn.variants_complete"] == "4/5"
+    assert client.get_run(first).data.tags["medn.best_variant"] == "no4-no-orth"
+    table = pd.read_csv(io.BytesIO(_artifact_text(client, first, "summary/table.csv",
+                                                  tmp_path / "d")))
+    assert table.set_index("label").loc["No.4", "uf1"] == pytest.approx(0.9)
+    # The summary run is not mistaken for a variant.
+    assert "summary" not in set(study_table(store["uri"], "ablation-components")["variant"])
+
+
+def test_lambda_grid_summary_has_the_two_curves(store: dict, tmp_path: Path) -> None:
+    from orchestrator.report import summary_figure
+
+    spec = find_study("lambda-grid", cwd=REPO)
+    df = study_table(store["uri"], "lambda-grid", "synth", 3, spec=spec)
+    assert len(df) == 21 and (df["status"] == "complete").sum() == 3
+    assert PAPER_UF1 not in df.columns
+    assert any("Fig. 6" in note and "no numbers" in note for note in df.attrs["notes"])
+    figure = summary_figure(df, spec)
+    axes = figure.get_axes()
+    assert [ax.get_xlabel().split()[0] for ax in axes] == ["lambda_au", "lambda_orth"]
+    au_uf1 = axes[0].get_lines()[0]
+    assert list(au_uf1.get_xdata()) == pytest.approx([0.2 * i for i in range(11)])
+    ys = au_uf1.get_ydata()
+    assert ys[0] == pytest.approx(0.3) and ys[5] == pytest.approx(0.4)   # (0,1) and (1,1)
+    run_id = write_summary(None, store["uri"], spec, "synth", 3)
+    assert _artifact_text(store["client"], run_id, "summary/plot.png", tmp_path)[:4] == \
+        b"\x89PNG"
+
+
+def test_report_command_prints_each_format(store: dict) -> None:
+    from orchestrator.cli.app import app
+
+    runner = CliRunner()
+    md = runner.invoke(app, ["report", "ablation-components", "--format", "markdown",
+                             "--tracking-uri", store["uri"]])
+    assert md.exit_code == 0, md.output
+    assert "| No.5 |" in md.output and PAPER_UF1 in md.output
+    csv = runner.invoke(app, ["report", "ablation-components", "--format", "csv",
+                              "--tracking-uri", store["uri"], "--task", "4"])
+    assert csv.exit_code == 0, csv.output
+    assert pd.read_csv(io.StringIO(csv.output)).set_index("label").loc["No.5", "uf1"] == \
+        pytest.approx(0.3)
+    table = runner.invoke(app, ["report", "ablation-components", "--tracking-uri", store["uri"]],
+                          env={"COLUMNS": "220"})
+    assert table.exit_code == 0, table.output
+    assert "No.1" in table.output and "different dataset: synth" in table.output
+    missing = runner.invoke(app, ["report", "backbones", "--tracking-uri", store["uri"]])
+    assert missing.exit_code == 1
+    assert "no MLflow experiment 'backbones/synth-3class'" in missing.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_medn_ui_serves_the_store(store: dict, tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.parse
+    import urllib.request
+
+    client: MlflowClient = store["client"]
+    exp = client.get_experiment_by_name("ablation-components/synth-3class")
+    run = client.create_run(exp.experiment_id, run_name="ui-probe")
+    client.log_text(run.info.run_id, "served from the store", "probe.txt")
+    port = _free_port()
+    log = (tmp_path / "ui.log").open("w")
+    medn = Path(sys.executable).parent / "medn"
+    process = subprocess.Popen([str(medn), "ui", "--tracking-uri", store["uri"], "--port",
+                                str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    query = urllib.parse.urlencode({"experiment_name": exp.name})
+    try:
+        deadline = time.monotonic() + 120
+        body = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(
+                        f"{base}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=5) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, (tmp_path / "ui.log").read_text()
+        assert body["experiment"]["experiment_id"] == exp.experiment_id
+        artifact = urllib.parse.urlencode({"path": "probe.txt", "run_uuid": run.info.run_id})
+        with urllib.request.urlopen(f"{base}/get-artifact?{artifact}", timeout=10) as r:
+            assert r.read() == b"served from the store"
+        with urllib.request.urlopen(f"{base}/", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+    assert f"http://localhost:{port}" in (tmp_path / "ui.log").read_text()

@@ -1,0 +1,145 @@
+"""train_fold: determinism, history, the motion branch's lr decay, FoldResult round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import fake_result, random_dataset, tiny_config
+
+from medn.config import ConfigError
+from medn.models import build_model
+from medn.train import (
+    HISTORY_KEYS,
+    FoldResult,
+    build_optimizer,
+    motion_lr_factor,
+    resolve_device,
+    train_fold,
+)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return tiny_config("optim.epochs=2")
+
+
+@pytest.fixture(scope="module")
+def data(cfg):
+    return random_dataset(cfg)
+
+
+@pytest.fixture(scope="module")
+def first_run(cfg, data):
+    return train_fold(cfg, data, "s02")
+
+
+def test_same_seed_gives_identical_results_on_cpu(cfg, data, first_run):
+    again = train_fold(cfg, data, "s02")
+    assert again.history == first_run.history
+    assert np.array_equal(again.scores, first_run.scores)
+    assert np.array_equal(again.au_scores, first_run.au_scores)
+    assert np.array_equal(again.y_pred, first_run.y_pred)
+
+
+def test_another_seed_gives_other_results(data, first_run):
+    other = train_fold(tiny_config("optim.epochs=2", "seed=1"), data, "s02")
+    assert not np.array_equal(other.scores, first_run.scores)
+
+
+def test_result_covers_the_held_out_subject(data, first_run):
+    idx = data.fold("s02").test_idx
+    assert first_run.subject == "s02"
+    assert first_run.clips == [data.clips[i] for i in idx]
+    assert np.array_equal(first_run.y_true, data.labels[idx].numpy())
+    assert first_run.scores.shape == (len(idx), data.num_classes)
+    assert np.allclose(first_run.scores.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(first_run.y_pred, first_run.scores.argmax(axis=1))
+    assert first_run.au_scores.shape == (len(idx), data.num_aus)
+    assert ((first_run.au_scores >= 0) & (first_run.au_scores <= 1)).all()
+    assert first_run.device == "cpu" and first_run.seconds > 0
+
+
+def test_history_has_one_entry_per_epoch_with_exact_keys(cfg, data):
+    seen: list[tuple[int, dict[str, float]]] = []
+    result = train_fold(tiny_config("optim.epochs=3"), data, "s01",
+                        on_epoch=lambda epoch, m: seen.append((epoch, dict(m))))
+    assert len(result.history) == 3
+    for entry in result.history:
+        assert tuple(entry) == HISTORY_KEYS
+        assert all(isinstance(v, float) and np.isfinite(v) for v in entry.values())
+        assert 0.0 <= entry["val/uf1"] <= 1.0 and 0.0 <= entry["val/uar"] <= 1.0
+        assert entry["train/loss"] > 0
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert [m for _, m in seen] == result.history
+
+
+def test_training_learns_a_strong_class_signal():
+    # An easy separable set: 20 epochs must beat chance clearly on the held-out subject.
+    cfg = tiny_config("optim.epochs=20", "optim.lr=3e-3")
+    data = random_dataset(cfg, subjects=3, clips_per_subject=12, seed=3)
+    result = train_fold(cfg, data, "s03")
+    assert result.history[-1]["train/loss_cls"] < result.history[0]["train/loss_cls"]
+    assert (result.y_pred == result.y_true).mean() > 0.6
+
+
+def test_motion_group_alone_decays_every_step_epochs(cfg, data):
+    cfg = tiny_config("optim.lr=0.01", "optim.motion_lr_step=2", "optim.motion_lr_decay=0.1")
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=data.num_classes, num_aus=data.num_aus)
+    optimizer, scheduler = build_optimizer(model, cfg)
+    motion_ids = {id(p) for p in model.motion_parameters()}
+    group_ids = [{id(p) for p in g["params"]} for g in optimizer.param_groups]
+    assert group_ids[0] == motion_ids
+    assert group_ids[0].isdisjoint(group_ids[1])
+    assert group_ids[0] | group_ids[1] == {id(p) for p in model.parameters()}
+    assert all(g["weight_decay"] == cfg.optim.weight_decay for g in optimizer.param_groups)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    lrs = []
+    for _ in range(5):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    motion = [m for m, _ in lrs]
+    other = [o for _, o in lrs]
+    assert motion == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001])
+    assert other == pytest.approx([0.01] * 5)
+    assert motion_lr_factor(300, 100, 0.1) == pytest.approx(1e-3)
+
+
+def test_fold_result_round_trips_through_json(data):
+    result = fake_result(data, "s03", seed=5)
+    back = FoldResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    for name in ("y_true", "y_pred", "scores", "au_true", "au_scores"):
+        original, restored = getattr(result, name), getattr(back, name)
+        assert restored.dtype == original.dtype and np.array_equal(restored, original), name
+    assert (back.subject, back.clips, back.history, back.seconds, back.device) == (
+        result.subject, result.clips, result.history, result.seconds, result.device)
+
+
+def test_fold_result_from_dict_names_missing_fields():
+    with pytest.raises(ValueError, match="y_pred"):
+        FoldResult.from_dict({"subject": "s1", "clips": [], "y_true": [], "scores": [],
+                              "au_true": [], "au_scores": []})
+
+
+def test_resolve_device():
+    assert resolve_device(tiny_config("device=cpu")) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(tiny_config("device=auto")).type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device"):
+            resolve_device(tiny_config("device=cuda"))
+
+
+def test_bad_model_config_fails_before_training(data):
+    cfg = tiny_config("model.emotion.sparsity_rates=[3]")
+    with pytest.raises(ConfigError, match="sparsity_rates"):
+        train_fold(cfg, data, "s01")
+
+
+def test_unknown_subject_is_a_clear_error(cfg, data):
+    with pytest.raises(KeyError, match="nobody"):
+        train_fold(cfg, data, "nobody")
