@@ -15,8 +15,6 @@ import argparse
 import os
 import tempfile
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,11 +29,11 @@ SETTINGS: dict[str, FlowParams] = {
         nscales=5, warps=5, epsilon=0.01),
     "medn default": DEFAULT_FLOW,
     "3 scales, 3 warps, eps 0.01": FlowParams(nscales=3, warps=3, epsilon=0.01),
-    "3 scales, 2 warps, eps 0.02": FlowParams(nscales=3, warps=2, epsilon=0.02),
-    "2 scales, 2 warps, eps 0.02": FlowParams(nscales=2, warps=2, epsilon=0.02),
+    "3 scales, 3 warps, eps 0.02": FlowParams(nscales=3, warps=3, epsilon=0.02),
     "3 scales, 3 warps, eps 0.05": FlowParams(nscales=3, warps=3, epsilon=0.05),
-    "3 scales, 3 warps, eps 0.02, 5 outer": FlowParams(nscales=3, warps=3, epsilon=0.02,
-                                                      outer_iterations=5),
+    "3 scales, 2 warps, eps 0.03": FlowParams(nscales=3, warps=2, epsilon=0.03),
+    "2 scales, 2 warps, eps 0.03": FlowParams(nscales=2, warps=2, epsilon=0.03),
+    "3 scales, 3 warps, eps 0.03, 10 inner": FlowParams(inner_iterations=10),
 }
 
 

@@ -39,6 +39,9 @@ class DataConfig(_Strict):
     synth_profile: Literal["smoke", "quick", "full"] = "quick"
     synth_subjects: int | None = Field(None, ge=2)
     synth_seed: int = 0
+    synth_hard_share: float = Field(
+        0.85, ge=0.0, le=1.0,
+        description="synth: share of clips whose exact AU set also occurs with another emotion")
     au_min_count: int = Field(
         10, ge=1, description="an AU enters the AU head when at least this many clips show it")
 
@@ -84,6 +87,9 @@ class FusionConfig(_Strict):
     kind: Literal["cofm", "weighted_sum"] = "cofm"
     tokens: int = Field(4, ge=1, description="CoFM views each D-vector as this many tokens")
     heads: int = Field(2, ge=1)
+    residual: bool = Field(
+        True, description="CoFM: F'_m = F_perp_m + MHA(F_perp_m, F_col,m) (likewise e), the usual "
+        "transformer residual; the paper does not say (false = the bare MHA output)")
 
 
 class ModelConfig(_Strict):
@@ -91,6 +97,10 @@ class ModelConfig(_Strict):
 
     dim: int = Field(128, ge=4)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    head_norm: bool = Field(
+        True, description="LayerNorm on F_fusion before dropout + the linear classifier (the "
+        "paper does not describe its classifier; F_perp has norm <= 1, so without a norm the "
+        "logits start tiny and learn slowly)")
     motion: MotionConfig = Field(default_factory=MotionConfig)
     emotion: EmotionConfig = Field(default_factory=EmotionConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)

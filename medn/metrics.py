@@ -68,8 +68,10 @@ def per_au_f1(au_true: np.ndarray, au_scores: np.ndarray, threshold: float = 0.5
     if au_true.shape[1] == 0:
         return np.zeros(0)
     predicted = (au_scores >= threshold).astype(int)
-    return np.asarray(f1_score(au_true.astype(int), predicted, average=None, zero_division=0),
-                      dtype=float)
+    # One binary F1 per column: with a single AU, sklearn would read an (N, 1) matrix as a binary
+    # target and return one F1 per class (two values) instead of one per AU.
+    return np.asarray([f1_score(au_true[:, a].astype(int), predicted[:, a], zero_division=0)
+                       for a in range(au_true.shape[1])], dtype=float)
 
 
 def pooled_metrics(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> dict[str, float]:

@@ -79,9 +79,17 @@ _INHERITED_TAGS = (TAG_VARIANT, TAG_STUDY, TAG_DATASET, TAG_TASK, TAG_DATASET_DI
                    TAG_CONFIG_DIGEST, TAG_PROFILE, MLFLOW_GIT_COMMIT)
 # Configuration fields that say where things are, not what is trained: not part of the digest.
 _LOCATION_FIELDS = ("data.annotations", "data.data_root", "data.cache_dir", "device")
-_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
-                    "DEADLINE_EXCEEDED", "ABORTED", "IO_ERROR", "SERVICE_UNDER_MAINTENANCE",
-                    "RESOURCE_EXHAUSTED", "COULD_NOT_ACQUIRE_LOCK"}
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED",
+                    "ABORTED", "IO_ERROR", "SERVICE_UNDER_MAINTENANCE", "RESOURCE_EXHAUSTED",
+                    "COULD_NOT_ACQUIRE_LOCK"}
+# MLflow reports an unreachable server or a busy database as a generic INTERNAL_ERROR; these
+# fragments of its message tell them apart from a genuine error.
+_TRANSIENT_MESSAGES = ("api request to", "max retries exceeded", "connection refused",
+                       "connection reset", "connection aborted", "remotedisconnected",
+                       "failed to establish a new connection", "timed out", "timeout",
+                       "database is locked", "could not connect", "server closed the connection",
+                       "temporarily unavailable", "bad gateway", "service unavailable",
+                       "gateway timeout", "too many 5")
 
 T = TypeVar("T")
 
@@ -124,7 +132,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TrackingUnavailable):
         return False
     if isinstance(exc, MlflowException):
-        return exc.error_code in _TRANSIENT_CODES
+        if exc.error_code in _TRANSIENT_CODES:
+            return True
+        message = str(exc).lower()
+        return exc.error_code == "INTERNAL_ERROR" and any(m in message
+                                                          for m in _TRANSIENT_MESSAGES)
     if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError
                   | NotADirectoryError | FileExistsError):
         return False
@@ -211,7 +223,7 @@ class RunTreeWriter:
             # Let this writer own the retry policy: MLflow's own HTTP retries default to
             # minutes of backoff inside one call. A user's explicit setting still wins.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.5")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")  # MLflow: an int
         if spool_dir is None:
             db = _sqlite_path(tracking_uri)
             spool_dir = Path(os.environ.get("MEDN_SPOOL_DIR")

@@ -1,4 +1,4 @@
-"""A real face with a known micro-motion: scikit-image's astronaut, one mouth corner pushed a few px.
+"""A real face with a known micro-motion: scikit-image's astronaut, a mouth corner pushed.
 
 Shared by the preprocessing and dataset tests: frames as arrays, and written as jpgs in the
 real datasets' folder layouts.
@@ -67,15 +67,14 @@ def write_frames(folder: Path, names: list[str], frames=None) -> list[Path]:
 
 
 def casme2_record(subject: str = "01", video: str = "EP01_01", onset: int = 10,
-                  emotion: str = "happiness", apex: int | None = 14, aus=(12,),
-                  row: int = 2) -> ClipRecord:
-    """A CASME II-like record of an 8-frame clip ``onset .. onset + 7``."""
+                  emotion: str = "happiness", aus=(12,), row: int = 2) -> ClipRecord:
+    """A CASME II-like record of an 8-frame clip ``onset .. onset + 7`` with apex ``onset + 4``."""
     return ClipRecord(dataset="casme2", subject=subject, clip=video, video=video,
                       emotion=emotion, aus=frozenset(ActionUnit(n) for n in aus), onset=onset,
-                      apex=apex, offset=onset + 7, row=row)
+                      apex=onset + 4, offset=onset + 7, row=row)
 
 
 def write_casme2_clip(root: Path, record: ClipRecord) -> list[Path]:
-    """The moving face written as ``root/sub<subject>/<video>/img<n>.jpg`` for the record's frames."""
+    """The moving face written as ``root/sub<subject>/<video>/img<n>.jpg``, one per frame."""
     names = [f"img{n}.jpg" for n in range(record.onset, record.offset + 1)]
     return write_frames(root / f"sub{record.subject}" / record.video, names)

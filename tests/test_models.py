@@ -233,6 +233,28 @@ def test_cofm_weights_are_normalised_and_shapes_kept():
     torch.testing.assert_close(cofm(perp_m, perp_e), w_m * new_m + w_e * new_e)
 
 
+def test_cofm_residual_adds_the_orthogonal_features_back():
+    torch.manual_seed(0)
+    with_res = CoFM(dim=16, tokens=4, heads=2, residual=True)
+    bare = CoFM(dim=16, tokens=4, heads=2, residual=False)
+    bare.load_state_dict(with_res.state_dict())
+    perp_m, perp_e = torch.randn(3, 16), torch.randn(3, 16)
+    res_m, res_e = with_res.collaborate(perp_m, perp_e)
+    bare_m, bare_e = bare.collaborate(perp_m, perp_e)
+    torch.testing.assert_close(res_m, perp_m + bare_m)
+    torch.testing.assert_close(res_e, perp_e + bare_e)
+
+
+def test_paper_silent_choices_can_be_switched_off():
+    cfg = smoke_cfg("model.fusion.residual=false", "model.head_norm=false")
+    model = built(cfg)
+    assert isinstance(model.head_norm, torch.nn.Identity)
+    assert model.fusion.residual is False
+    flows, apex, labels, aus = inputs(cfg)
+    medn_loss(model(flows, apex), labels, aus, cfg.loss).total.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 # --- configuration errors -------------------------------------------------------------------
 
 def test_bad_sparsity_rate_is_a_config_error_naming_the_field():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers_astronaut import casme2_record, moving_face, write_casme2_clip, write_frames
+
 from medn.data import cache
 from medn.data.flow import FlowParams
 from medn.data.preprocess import PreprocessParams, preprocess_clips

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-
 from helpers_astronaut import (
     PEAK_PX,
     SIGMA_PX,
@@ -17,6 +16,7 @@ from helpers_astronaut import (
     write_casme2_clip,
     write_frames,
 )
+
 from medn.data.face import (
     EYE_X,
     EYE_Y,

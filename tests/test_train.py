@@ -77,9 +77,9 @@ def test_history_has_one_entry_per_epoch_with_exact_keys(cfg, data):
 
 
 def test_training_learns_a_strong_class_signal():
-    # An easy separable set: 20 epochs must beat chance clearly on the held-out subject.
-    cfg = tiny_config("optim.epochs=20", "optim.lr=3e-3")
-    data = random_dataset(cfg, subjects=3, clips_per_subject=12, seed=3)
+    # An easy separable set: 10 epochs must beat chance (1/3) clearly on the held-out subject.
+    cfg = tiny_config("optim.epochs=10", "optim.lr=3e-3")
+    data = random_dataset(cfg, subjects=3, clips_per_subject=8, seed=3)
     result = train_fold(cfg, data, "s03")
     assert result.history[-1]["train/loss_cls"] < result.history[0]["train/loss_cls"]
     assert (result.y_pred == result.y_true).mean() > 0.6

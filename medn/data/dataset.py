@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from medn.config import DataConfig
+from medn.data.prepared import PreparedDataset
 from medn.data.preprocess import (
     ClipOutcome,
     PreprocessParams,
     SynthSource,
     preprocess_clips,
 )
-from medn.data.prepared import PreparedDataset
 from medn.data.records import ClipRecord, RowIssue
 
 
@@ -68,14 +68,14 @@ def preprocess_params(data_cfg: DataConfig) -> PreprocessParams:
 
 
 def labelled_records(data_cfg: DataConfig):
-    """The clips of ``data_cfg``'s dataset under its label protocol (``LabelledClips``)."""
+    """``(LabelledClips, sheet exclusions)``: the clips of the dataset under its label protocol."""
     from medn.data.annotations import apply_protocol, load_annotations
 
     if data_cfg.dataset == "synth":
         from medn.data.synth import generate_records
 
         records = generate_records(data_cfg.synth_profile, data_cfg.synth_subjects,
-                                   data_cfg.synth_seed)
+                                   data_cfg.synth_seed, hard_share=data_cfg.synth_hard_share)
         return apply_protocol(records, "synth", data_cfg.task), []
     if data_cfg.annotations is None:
         raise PreparationError(f"dataset {data_cfg.dataset!r} needs its annotation sheet: "

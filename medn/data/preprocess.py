@@ -1,4 +1,4 @@
-"""One clip -> its (T-1, 2, H, W) TV-L1 flow sequence, for many clips in parallel, through the cache.
+"""One clip -> its (T-1, 2, H, W) TV-L1 flow sequence; many clips in parallel, via the cache.
 
 Real clips: sample T frames (``medn.data.frames``), read them as grayscale, fit one alignment on
 the first (``medn.data.face``), warp every frame with it, flow of each frame against the first
@@ -136,7 +136,7 @@ def read_gray(path: str | Path) -> np.ndarray:
 
 
 def aligned_frames(paths: Sequence[str | Path], size: int) -> np.ndarray:
-    """The clip's frames read, aligned with the first frame's transform: ``(T, size, size)`` uint8."""
+    """The clip's frames, aligned by the first frame's transform: ``(T, size, size)`` uint8."""
     grays = [read_gray(p) for p in paths]
     for path, gray in zip(paths, grays, strict=True):
         if gray.shape != grays[0].shape:
@@ -197,6 +197,8 @@ def preprocess_clips(records: Sequence[ClipRecord], params: PreprocessParams, ca
     ``progress(done, total)`` is called as clips finish.
     """
     workers = default_workers() if workers is None else workers
+    cache_dir = Path(cache_dir).resolve()  # workers must find it whatever their cwd
+    data_root = None if data_root is None else Path(data_root).resolve()
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     total = len(records)
@@ -219,7 +221,7 @@ def preprocess_clips(records: Sequence[ClipRecord], params: PreprocessParams, ca
         if progress:
             progress(done, total)
     if todo:
-        for index, outcome in _compute(todo, params, Path(cache_dir), workers):
+        for index, outcome in _compute(todo, params, cache_dir, workers):
             outcomes[index] = outcome
             done += 1
             if progress:

@@ -102,7 +102,7 @@ def build_model(cfg: MednConfig, *, num_classes: int, num_aus: int) -> MEDN:
     return MEDN(motion=create_backbone(cfg.model.motion.backbone, cfg),
                 emotion=SEVit.from_config(cfg), fusion=create_fusion(cfg), dim=cfg.model.dim,
                 num_classes=num_classes, num_aus=num_aus, dropout=cfg.model.dropout,
-                orth_eps=cfg.loss.orth_eps)
+                orth_eps=cfg.loss.orth_eps, head_norm=cfg.model.head_norm)
 
 
 def count_parameters(model: MEDN) -> dict[str, int]:
@@ -113,6 +113,6 @@ def count_parameters(model: MEDN) -> dict[str, int]:
 
     motion = sum(p.numel() for p in model.motion_parameters())
     counts = {"motion": motion, "emotion": n(model.emotion), "fusion": n(model.fusion),
-              "head": n(model.classifier)}
+              "head": n(model.head_norm) + n(model.classifier)}
     counts["total"] = n(model)
     return counts

@@ -26,17 +26,18 @@ class MEDN(nn.Module):
 
     F_m = motion backbone(flows, apex); AU logits = Linear(F_m); F_e = SEVit(flows);
     F_perp_m, F_perp_e = orthogonal components (eq. 5-7); F_fusion = fusion(F_perp_m, F_perp_e);
-    logits = Linear(dropout(F_fusion)).
+    logits = Linear(dropout(LayerNorm(F_fusion))) (the LayerNorm when ``head_norm``).
     """
 
     def __init__(self, *, motion: nn.Module, emotion: nn.Module, fusion: nn.Module, dim: int,
                  num_classes: int, num_aus: int, dropout: float = 0.1,
-                 orth_eps: float = 1e-6) -> None:
+                 orth_eps: float = 1e-6, head_norm: bool = True) -> None:
         super().__init__()
         self.motion = motion
         self.au_head = nn.Linear(dim, num_aus)
         self.emotion = emotion
         self.fusion = fusion
+        self.head_norm: nn.Module = nn.LayerNorm(dim) if head_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(dim, num_classes)
         self.orth_eps = orth_eps
@@ -53,7 +54,7 @@ class MEDN(nn.Module):
         f_e = self.emotion(flows)
         perp_m, perp_e = orthogonal_components(f_m, f_e, self.orth_eps)
         fused = self.fusion(perp_m, perp_e)
-        logits = self.classifier(self.dropout(fused))
+        logits = self.classifier(self.dropout(self.head_norm(fused)))
         return MednOutput(logits=logits, au_logits=au_logits, f_m=f_m, f_e=f_e)
 
     def motion_parameters(self) -> list[nn.Parameter]:
@@ -61,6 +62,6 @@ class MEDN(nn.Module):
         return [*self.motion.parameters(), *self.au_head.parameters()]
 
     def other_parameters(self) -> list[nn.Parameter]:
-        """Every parameter not in ``motion_parameters`` (SEVit, fusion, classifier)."""
+        """Every parameter not in ``motion_parameters`` (SEVit, fusion, head norm, classifier)."""
         motion_ids = {id(p) for p in self.motion_parameters()}
         return [p for p in self.parameters() if id(p) not in motion_ids]

@@ -38,9 +38,9 @@ def build_data_config(dataset: str, annotations: Path | None, data_root: Path | 
 
 def summary_table(prep: Preparation) -> Table:
     """The per-status counts of one preparation as a rich table."""
-    table = Table(title=f"{prep.data_cfg.dataset}: {len(prep.outcomes)} clips "
-                        f"(task {prep.data_cfg.task}, {prep.data_cfg.size} px, "
-                        f"T={prep.data_cfg.frames})")
+    cfg = prep.data_cfg
+    table = Table(title=f"{cfg.dataset}: {len(prep.outcomes)} clips",
+                  caption=f"task {cfg.task}, {cfg.size} px, T={cfg.frames}")
     table.add_column("status")
     table.add_column("clips", justify="right")
     computed, cached, failed = prep.count("computed"), prep.count("cached"), prep.count("failed")
@@ -121,8 +121,9 @@ def register(app: typer.Typer) -> None:
             console.print("failure kinds: " + ", ".join(f"{k} x{n}" for k, n in
                                                         reasons.most_common()))
         if prep.excluded:
-            console.print(f"{len(prep.excluded)} sheet rows are not in this protocol "
-                          f"(see `medn data validate`).")
+            console.print(f"{len(prep.excluded)} annotated clips are left out by the "
+                          f"task-{data_cfg.task} protocol or the sheet checks "
+                          f"(listed by `medn data validate`).")
         console.print(f"cache: {Path(data_cfg.cache_dir).resolve()}")
         if prep.count("failed") == len(prep.outcomes):
             console.print("[red]no clip could be prepared[/red]")

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: Typer reads the signature.
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -11,13 +12,13 @@ import typer
 from rich.console import Console
 
 
-def mlflow_ui_args(tracking_uri: str, host: str, port: int) -> list[str]:
+def mlflow_ui_args(tracking_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     """The ``mlflow ui`` command line serving ``tracking_uri`` (artifacts of a sqlite store
     under ``<db folder>/artifacts``, where the study writer puts them)."""
     from orchestrator.tracking import default_artifact_location
 
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--workers", str(workers)]
     artifacts = default_artifact_location(tracking_uri)
     if artifacts is not None:
         args += ["--default-artifact-root", artifacts]
@@ -31,6 +32,7 @@ def ui_command(
     port: Annotated[int, typer.Option(help="port to serve on")] = 5000,
     host: Annotated[str, typer.Option(
         help="address to bind (0.0.0.0 to reach it from other machines)")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="server worker processes")] = 1,
 ) -> None:
     """Start the MLflow UI on the project's store and print its address (Ctrl-C stops it)."""
     from orchestrator.tracking import resolve_tracking_uri
@@ -46,7 +48,10 @@ def ui_command(
                   highlight=False)
     # Same process group as this command: Ctrl-C in the terminal, or a signal to the group,
     # reaches the server and its workers too; a SIGTERM to this process alone is passed on.
-    process = subprocess.Popen(mlflow_ui_args(uri, host, port))
+    # One worker and no GenAI job runner: browsing runs needs neither, and each costs a process.
+    env = {**os.environ}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    process = subprocess.Popen(mlflow_ui_args(uri, host, port, workers), env=env)
 
     def stop(signum: int, frame: object) -> None:
         del signum, frame

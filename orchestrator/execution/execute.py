@@ -69,6 +69,7 @@ def execute_states(ctx: StudyContext, states: list[VariantState], title: str,
     units = [unit for state in states if not state.pruned for unit in state.units()]
     if units:
         with progress:
+            report.shown_live = True
             report.ray_log = str(ctx.ray_log_file)
             ctx.console.print(f"{len(units)} fold trainings to run; Ray's log: "
                               f"{ctx.ray_log_file}", highlight=False)

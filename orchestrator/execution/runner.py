@@ -24,6 +24,10 @@ from typing import Any
 
 from rich.console import Console
 
+# MLflow's artifact download bars would break the live table (the writer reads fold results
+# back to pool them).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 from medn.config import MednConfig
 from medn.data.prepared import PreparedDataset
 from orchestrator.execution.outbox import Outbox, outbox_root, slug
@@ -143,7 +147,7 @@ def make_context(spec: StudySpec, options: StudyOptions, console: Console | None
     cache_dir = Path(options.cache_dir or os.environ.get("MEDN_CACHE_DIR") or ".medn_cache")
     return StudyContext(spec=spec, options=options,
                         tracking_uri=resolve_tracking_uri(options.tracking_uri),
-                        console=console or Console(stderr=True), show_progress=show_progress,
+                        console=console or Console(), show_progress=show_progress,
                         cache_dir=cache_dir,
                         run_name=f"{slug(spec.name)}-{time.strftime('%Y%m%d-%H%M%S')}-"
                                  f"{os.getpid()}")
@@ -217,6 +221,7 @@ class ExecutionReport:
 
     trained: int = 0
     ray_log: str = ""
+    shown_live: bool = False
     problems: list[str] = field(default_factory=list)
 
 
@@ -250,8 +255,9 @@ def finish_study(ctx: StudyContext, states: list[VariantState], started: float,
             except Exception as err:  # noqa: BLE001 - reported, never hidden
                 problems.append(f"summary of task {task}: {err}")
     console = ctx.console
-    console.print(study_table(f"study {ctx.spec.name}: final", states,
-                              time.monotonic() - started))
+    if not (report.shown_live and ctx.show_progress):  # the live table already shows it
+        console.print(study_table(f"study {ctx.spec.name}", states,
+                                  time.monotonic() - started))
     if not report.problems:
         for task in ctx.options.tasks:
             try:

@@ -113,10 +113,10 @@ def wait_http(url: str, timeout_s: float, log: Path | None = None, what: str = "
     """Poll ``url`` until it answers 200, or raise TopologyError with the log's tail."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(
+                url, timeout=2) as resp:
+            if resp.status == 200:
+                return
         time.sleep(0.3)
     tail = _tail(log) if log else ""
     raise TopologyError(f"{what or url} did not answer within {timeout_s:.0f}s; log {log}:\n{tail}")
@@ -319,9 +319,9 @@ class RayCluster:
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's alive nodes as ``ray status`` sees them ({"resources": ...})."""
-        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', "
+        code = (f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', "
                 "log_to_driver=False); print(json.dumps([n['Resources'] for n in ray.nodes() "
-                "if n['Alive']]))") % self.address
+                "if n['Alive']]))")
         env = {**os.environ, **self.env()}
         env.pop("RAY_ADDRESS", None)
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

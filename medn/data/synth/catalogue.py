@@ -74,6 +74,10 @@ EMOTION_SHARES: dict[str, float] = {
     "disgust": 250 / 860, "surprise": 187 / 860, "others": 161 / 860, "fear": 86 / 860,
     "anger": 64 / 860, "sadness": 57 / 860, "happiness": 55 / 860,
 }
+# The 3-class composite (MEGC2019) of each emotion; "others" is outside it.
+COMPOSITE_CLASS: dict[str, str] = {"happiness": "positive", "surprise": "surprise",
+                                   "disgust": "negative", "fear": "negative",
+                                   "anger": "negative", "sadness": "negative"}
 
 # ---------------------------------------------------------------------------------------------
 # AU sets. Hard clips draw from SHARED_AU_SETS with the same weights whatever their emotion, so

@@ -127,10 +127,17 @@ def _soft(d: np.ndarray, width: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.clip(d / max(width, 1e-6), -40, 40)))
 
 
-def _curve_distance(x: np.ndarray, y: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Distance of every pixel to a polyline sampled densely at ``(xs, ys)``."""
-    d2 = (x[None] - xs[:, None, None]) ** 2 + (y[None] - ys[:, None, None]) ** 2
-    return np.sqrt(d2.min(axis=0))
+def _curve_distance(x: np.ndarray, y: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+                    margin: float = 0.08) -> np.ndarray:
+    """Distance of every pixel to a polyline sampled densely at ``(xs, ys)`` (computed within
+    ``margin`` of the curve's bounding box; ``margin`` beyond it)."""
+    out = np.full(x.shape, margin, dtype=np.float64)
+    near = ((x > xs.min() - margin) & (x < xs.max() + margin) & (y > ys.min() - margin)
+            & (y < ys.max() + margin))
+    px, py = x[near], y[near]
+    d2 = (px[None] - xs[:, None]) ** 2 + (py[None] - ys[:, None]) ** 2
+    out[near] = np.minimum(np.sqrt(d2.min(axis=0)), margin)
+    return out
 
 
 @lru_cache(maxsize=256)

@@ -20,6 +20,7 @@ import numpy as np
 
 from medn.data.records import ActionUnit, ClipRecord
 from medn.data.synth.catalogue import (
+    COMPOSITE_CLASS,
     DURATION_STEPS,
     EMOTION_SHARES,
     EMOTIONS,
@@ -89,27 +90,49 @@ def _pick_hard(rng: np.random.Generator, emotions: list[str], hard_share: float)
     return hard
 
 
+def _repair_step(rng: np.random.Generator, sets: dict[int, tuple[int, ...]],
+                 labels: dict[int, str | None]) -> bool:
+    """Move one hard clip whose AU set no other label (``None``: no requirement) shares to a set
+    that another label already shows; False when there is nothing left to repair."""
+    groups: dict[tuple[int, ...], set[str]] = defaultdict(set)
+    for i, s in sets.items():
+        if labels[i] is not None:
+            groups[s].add(labels[i])
+    for i, s in sets.items():
+        if labels[i] is None or groups[s] - {labels[i]}:
+            continue
+        candidates = [t for t, ls in groups.items() if ls - {labels[i]}]
+        if not candidates:
+            continue  # no other label among the hard clips: cannot be repaired at this level
+        shared = [t for t in candidates if len(groups[t]) >= 2]  # prefer sets already shared
+        options = shared or candidates
+        p = np.array([SHARED_AU_SETS[t] for t in options])
+        sets[i] = options[rng.choice(len(options), p=p / p.sum())]
+        return True
+    return False
+
+
 def _assign_hard_sets(rng: np.random.Generator, emotions: list[str],
                       hard_idx: np.ndarray) -> dict[int, tuple[int, ...]]:
-    """AU sets for the hard clips, each occurring with at least two emotions."""
+    """AU sets for the hard clips, each occurring with at least two emotions.
+
+    Every hard clip draws from the shared pool with the same weights; then, best effort, sets
+    are repaired so they also span two 3-class composite classes where they can (so the 3-class
+    protocol keeps about the same hard share); finally, strictly, so that every set occurs with
+    at least two fine emotions.
+    """
     pool = list(SHARED_AU_SETS)
     weights = np.array([SHARED_AU_SETS[s] for s in pool])
     weights = weights / weights.sum()
     sets = {int(i): pool[rng.choice(len(pool), p=weights)] for i in hard_idx}
-    while True:
-        emos: dict[tuple[int, ...], set[str]] = defaultdict(set)
-        for i, s in sets.items():
-            emos[s].add(emotions[i])
-        lonely = [i for i, s in sets.items() if len(emos[s]) < 2]
-        if not lonely:
-            return sets
-        i = lonely[0]
-        # Move it to a set another emotion already shows (prefer sets already shared).
-        candidates = [s for s, es in emos.items() if es - {emotions[i]}]
-        shared = [s for s in candidates if len(emos[s]) >= 2]
-        options = shared or candidates
-        p = np.array([SHARED_AU_SETS[s] for s in options])
-        sets[i] = options[rng.choice(len(options), p=p / p.sum())]
+    composite = {int(i): COMPOSITE_CLASS.get(emotions[i]) for i in hard_idx}
+    fine = {int(i): emotions[i] for i in hard_idx}
+    for _ in range(2 * len(sets)):  # bounded: moves at this level may undo each other
+        if not _repair_step(rng, sets, composite):
+            break
+    while _repair_step(rng, sets, fine):  # each step repairs one clip for good
+        pass
+    return sets
 
 
 def generate_records(profile: str = "quick", subjects: int | None = None, seed: int = 0,

@@ -8,6 +8,6 @@ import numpy as np
 
 
 def stable_rng(*parts: object) -> np.random.Generator:
-    """A NumPy generator determined only by ``parts`` (ints and strings), the same in any process."""
+    """A NumPy generator determined only by ``parts`` (ints, strings), the same in any process."""
     words = [zlib.crc32(str(part).encode("utf-8")) for part in parts]
     return np.random.default_rng(np.random.SeedSequence(words))
