@@ -204,7 +204,7 @@ def test_lambda_grid_summary_has_the_two_curves(store: dict, tmp_path: Path) -> 
         b"\x89PNG"
 
 
-def test_report_command_prints_each_format(store: dict) -> None:
+def test_report_command_prints_each_format(store: dict, tmp_path: Path) -> None:
     from orchestrator.cli.app import app
 
     runner = CliRunner()
@@ -221,6 +221,10 @@ def test_report_command_prints_each_format(store: dict) -> None:
                           env={"COLUMNS": "220"})
     assert table.exit_code == 0, table.output
     assert "No.1" in table.output and "different dataset: synth" in table.output
+    no_store = runner.invoke(app, ["report", "backbones", "--tracking-uri",
+                                   f"sqlite:///{tmp_path / 'none.db'}"])
+    assert no_store.exit_code == 1 and "no MLflow store at" in no_store.output
+    assert not (tmp_path / "none.db").exists()
     missing = runner.invoke(app, ["report", "backbones", "--tracking-uri", store["uri"]])
     assert missing.exit_code == 1
     assert "no MLflow experiment 'backbones/synth-3class'" in missing.output

@@ -1,6 +1,7 @@
 """``medn report STUDY``: a study's table re-read from MLflow, the paper's numbers beside it."""
 
 # No `from __future__ import annotations`: Typer reads the signature.
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,6 +29,12 @@ def report_command(
         err.print(f"[bold red]error:[/] --format {fmt!r}: expected one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
     uri = resolve_tracking_uri(tracking_uri)
+    db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if db and db != ":memory:" and not Path(db).is_file():
+        err.print(f"[bold red]error:[/] no MLflow store at {escape(db)} ({escape(uri)}); run "
+                  f"`medn study {escape(study)}` first, or pass --tracking-uri", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1)
     try:
         df = study_table(uri, study, dataset, task)
     except ReportError as exc:

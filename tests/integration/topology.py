@@ -70,12 +70,14 @@ def _alive(pid: int) -> bool:
 
 
 def _pgid_members(pgid: int) -> list[int]:
-    """Pids whose process group is ``pgid`` (read from /proc)."""
+    """Pids whose process group or session is ``pgid`` (read from /proc). Every process here is
+    started as the leader of a new session; Ray's raylet puts its workers in process groups of
+    their own, but they stay in the session."""
     out = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
+            if pgid in (int(fields[2]), int(fields[3])):
                 out.append(int(stat.split("/")[2]))
     return out
 
@@ -93,12 +95,13 @@ def _pids_naming(fragment: str) -> list[int]:
 
 
 def kill_group(pgid: int, grace_s: float = 10.0, extra_pids: tuple[int, ...] = ()) -> None:
-    """SIGTERM the process group ``pgid`` (and ``extra_pids``), then SIGKILL what is left."""
+    """SIGTERM the process group/session ``pgid`` (and ``extra_pids``), then SIGKILL what is
+    left."""
     targets = set(_pgid_members(pgid)) | set(extra_pids)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        for pid in targets:
+        for pid in targets | set(_pgid_members(pgid)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
