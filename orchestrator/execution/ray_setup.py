@@ -48,13 +48,13 @@ def _route_ray_logs(log_file: Path) -> logging.Handler:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+    for name in ("ray", "ray.tune", "ray.train"):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             if isinstance(old, logging.StreamHandler) and not isinstance(
                     old, logging.FileHandler):
                 logger.removeHandler(old)
-        logger.propagate = False
+        logger.propagate = name != "ray"  # children reach "ray"'s file handler, not the root
     ray_logger = logging.getLogger("ray")
     ray_logger.addHandler(handler)
     ray_logger.setLevel(logging.INFO)
