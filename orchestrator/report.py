@@ -230,9 +230,10 @@ def to_rich(df: pd.DataFrame) -> Table:
     notes = df.attrs.get("notes", [])
     table = Table(title=_title(df), caption="\n".join(notes) or None, caption_justify="left")
     for column in columns:
-        paper = column.startswith("paper")
-        table.add_column(column, justify="right" if column not in ("label", "variant", "status")
-                         else "left", style="dim" if paper else None)
+        text = column in ("label", "variant")
+        table.add_column(column.replace(" (", "\n("), justify="left" if text else "right",
+                         style="dim" if column.startswith("paper") else None,
+                         overflow="fold", no_wrap=not text)
     styles = {STATUS_COMPLETE: "green", STATUS_INCOMPLETE: "yellow", STATUS_PRUNED: "magenta"}
     for row in rows:
         status = row[6]

@@ -72,6 +72,7 @@ class VariantState:
     finalized: bool = False
     pruned: bool = False
     note: str = ""
+    fold_order: list[str] | None = None  # the order folds are submitted (default: LOSO order)
 
     @property
     def key(self) -> tuple[int, str]:
@@ -81,7 +82,8 @@ class VariantState:
     @property
     def pending(self) -> list[str]:
         """The subjects still to train, in fold order."""
-        return [s for s in self.subjects if s not in self.finished and s not in self.received]
+        order = self.fold_order or self.subjects
+        return [s for s in order if s not in self.finished and s not in self.received]
 
     @property
     def all_finished(self) -> bool:
