@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Entrypoint of the medn image. One image, four roles:
-#   head    - the Ray head node (GCS on RAY_PORT, Ray Client on 10001, dashboard on 8265)
+#   head    - the Ray head node (GCS on RAY_PORT, default 6379; dashboard + job API on 8265)
 #   worker  - a Ray worker node joining RAY_HEAD_ADDRESS (GPUs detected, extra RAY_WORKER_RESOURCES)
 #   mlflow  - the MLflow tracking server on PostgreSQL, serving artifacts from /mlartifacts
 #   <cmd>   - anything else is run as is (e.g. `medn study ablation-components ...`)
@@ -48,7 +48,7 @@ case "$role" in
     head)
         shift
         require_ray_token
-        args=(--head --block --port "${RAY_PORT:-6379}" --ray-client-server-port 10001
+        args=(--head --block --port "${RAY_PORT:-6379}"
               --dashboard-host 0.0.0.0 --dashboard-port 8265 --disable-usage-stats)
         [[ -n "${RAY_HEAD_NUM_CPUS:-}" ]] && args+=(--num-cpus "$RAY_HEAD_NUM_CPUS")
         [[ -n "${RAY_HEAD_NUM_GPUS:-}" ]] && args+=(--num-gpus "$RAY_HEAD_NUM_GPUS")

@@ -224,6 +224,8 @@ class RunTreeWriter:
             # minutes of backoff inside one call. A user's explicit setting still wins.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")  # MLflow: an int
+        # Fold results are read back one small file at a time: no per-file progress bars.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         if spool_dir is None:
             db = _sqlite_path(tracking_uri)
             spool_dir = Path(os.environ.get("MEDN_SPOOL_DIR")

@@ -96,7 +96,7 @@ def test_compose_publishes_ports_on_loopback_only(compose: dict[str, Any]) -> No
                 host_ip = ip[1] if ip else None
             assert host_ip == "127.0.0.1", (
                 f"{COMPOSE}: service {name!r} publishes {port!r}; bind it to 127.0.0.1")
-    assert published >= 2, "the MLflow server and the Ray client port should be reachable"
+    assert published >= 2, "the MLflow server and the Ray dashboard should be reachable"
     assert "ports" not in _services(compose)["postgres"], "PostgreSQL needs no published port"
 
 

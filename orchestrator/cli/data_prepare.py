@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medn.config import ConfigError, DataConfig, load_config
-from medn.data.dataset import Preparation, PreparationError, prepare_clips
+
+if TYPE_CHECKING:  # torch and scikit-learn load only when a command runs
+    from medn.data.dataset import Preparation
 
 DATASETS = ("synth", "casme2", "samm", "casme3a")
 
@@ -93,6 +95,8 @@ def register(app: typer.Typer) -> None:
 
         Exits non-zero only if no clip could be prepared.
         """
+        from medn.data.dataset import PreparationError, prepare_clips
+
         console = Console()
         if dataset not in DATASETS:
             raise typer.BadParameter(f"expected one of {', '.join(DATASETS)}, got {dataset!r}",

@@ -16,7 +16,6 @@ from rich.text import Text
 
 from medn.config import DataConfig
 from medn.data.annotations.protocols import get_protocol
-from medn.data.dataset import PreparationError, prepare_dataset
 from medn.data.synth import (
     DEFAULT_HARD_SHARE,
     SYNTH_PROFILES,
@@ -138,6 +137,8 @@ def register(app: typer.Typer) -> None:
         cache); print per-emotion counts, subjects, the hard-sample share and the cache folder."""
         data_cfg = _data_config(profile, subjects, seed, size, task, frames, hard_share,
                                 cache_dir)
+        from medn.data.dataset import PreparationError, prepare_dataset
+
         # Progress goes to stderr so that --json leaves stdout one JSON object.
         status = Console(stderr=True)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

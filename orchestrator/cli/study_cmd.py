@@ -155,9 +155,12 @@ def _make_run_command(entry: StudyEntry):  # noqa: ANN202 - a Typer command func
                 cache_dir=cache_dir, trials=trials)
         except (StudySpecError, StudyOptionsError) as err:
             raise _fail(str(err)) from None
-        from orchestrator.execution import run_study  # lazy: Ray and MLflow are slow to import
+        from orchestrator.execution import StudyError, run_study  # lazy: Ray/MLflow are slow
 
-        outcome = run_study(spec, options)
+        try:
+            outcome = run_study(spec, options)
+        except (StudyError, StudySpecError, StudyOptionsError) as err:
+            raise _fail(str(err), code=1) from None
         if not getattr(outcome, "complete", False):
             raise _fail(f"study {spec_name!r} is incomplete; run the same command again to "
                         "resume it", code=1)

@@ -199,10 +199,22 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
     earlier run are logged first. A search spec (``tune``) runs the Optuna search instead
     (``orchestrator.execution.search.run_search``).
     """
-    if spec.search is not None:
-        from orchestrator.execution.search import run_search
+    from orchestrator.execution.outbox import OutboxError
+    from orchestrator.execution.recorder import ResultsNotLogged
+    from orchestrator.tracking import TrackingUnavailable
 
-        return run_search(spec, options, console=console, show_progress=show_progress)
+    try:
+        if spec.search is not None:
+            from orchestrator.execution.search import run_search
+
+            return run_search(spec, options, console=console, show_progress=show_progress)
+        return _run_variants(spec, options, console, show_progress)
+    except (TrackingUnavailable, ResultsNotLogged, OutboxError) as err:
+        raise StudyError(str(err)) from None
+
+
+def _run_variants(spec: StudySpec, options: StudyOptions, console: Console | None,
+                  show_progress: bool) -> StudyOutcome:
     ctx = make_context(spec, options, console, show_progress)
     started = time.monotonic()
     states: list[VariantState] = []

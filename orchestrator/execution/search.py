@@ -17,6 +17,7 @@ MLflow, and only the missing ones are trained.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -140,7 +141,8 @@ def run_search(spec: StudySpec, options: StudyOptions, *, console: Console | Non
     started = time.monotonic()
     states: list[VariantState] = []
     total = ExecutionReport()
-    with ray_session(options.address, ctx.ray_log_file):  # one Ray for every trial
+    ray_up = False
+    with contextlib.ExitStack() as stack:
         for task in options.tasks:
             experiment = experiment_name(spec.name, options.dataset, task)
             study = _open_optuna_study(ctx, experiment)
@@ -156,6 +158,9 @@ def run_search(spec: StudySpec, options: StudyOptions, *, console: Console | Non
                     break
                 else:
                     trial = study.ask()
+                if not ray_up:  # one Ray for every trial, started when there is work
+                    stack.enter_context(ray_session(options.address, ctx.ray_log_file))
+                    ray_up = True
                 state = _run_trial(ctx, study, trial, task, execute_states, total)
                 states.append(state)
                 if total.problems:  # e.g. MLflow unreachable: the trial resumes next run

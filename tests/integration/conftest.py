@@ -4,6 +4,7 @@ when a test fails (a finalizer, not code after ``yield`` that an error could ski
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def topology(request: pytest.FixtureRequest) -> Topology:
     """PostgreSQL + MLflow server (served artifacts) + Ray head + Ray node ``node2``."""
     topo = Topology.create()
-    request.addfinalizer(topo.down)
+    failed_before = request.session.testsfailed
+
+    def stop() -> None:
+        topo.down()
+        # Keep the logs (PostgreSQL, MLflow server, both Ray nodes) when something failed.
+        if request.session.testsfailed == failed_before:
+            shutil.rmtree(topo.root, ignore_errors=True)
+        else:
+            print(f"\nintegration topology logs kept under {topo.root}")
+
+    request.addfinalizer(stop)
     topo.up()
     return topo

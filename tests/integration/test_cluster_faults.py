@@ -162,8 +162,9 @@ def test_node_loss_and_tracking_outage(topology: Topology, tmp_path: Path) -> No
             time.sleep(6)
             topology.mlflow.start()
             t_mlflow_back = time.monotonic() - started
+            back_wall_ms = time.time() * 1000
         else:
-            t_mlflow_stopped = t_mlflow_back = float("nan")
+            t_mlflow_stopped = t_mlflow_back = back_wall_ms = float("nan")
         rc = driver.wait(timeout=300)
     finally:
         if driver.poll() is None:
@@ -183,6 +184,10 @@ def test_node_loss_and_tracking_outage(topology: Topology, tmp_path: Path) -> No
     for run in failed:
         key = (run.data.tags["medn.variant"], run.data.tags["medn.fold"])
         assert key in finished, f"failed attempt {key} was never retried to FINISHED"
+    after_outage = [r for r in _fold_runs(client, name)
+                    if r.info.status == "FINISHED" and r.info.start_time > back_wall_ms]
+    assert after_outage, "no fold was logged after the MLflow server came back"
+    print(f"[faults] {len(after_outage)} FINISHED fold runs were written after the restart")
     print(f"[faults] FAILED attempts kept: "
           f"{sorted((r.data.tags['medn.variant'], r.data.tags['medn.fold']) for r in failed)}")
 

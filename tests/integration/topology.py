@@ -246,7 +246,7 @@ class MlflowServer:
     def stop(self) -> None:
         """Stop the server and its workers by process group."""
         if self.proc is not None:
-            kill_group(self.proc.pid, grace_s=10, extra_pids=(self.proc.pid,))
+            kill_group(self.proc.pid, grace_s=3, extra_pids=(self.proc.pid,))
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
             self.proc = None
