@@ -194,6 +194,9 @@ def train_fold(cfg: MednConfig, data: PreparedDataset, subject: str, *,
 
     x_train, y_train, au_train, apex_train = take(fold.train_idx)
     x_test, _, _, apex_test = take(fold.test_idx)
+    if cfg.optim.standardize_flows:
+        scale = x_train.std().clamp_min(1e-8)  # training clips only: no test-set statistics
+        x_train, x_test = x_train / scale, x_test / scale
     y_test = data.labels[torch.as_tensor(fold.test_idx)].numpy().astype(np.int64)
     au_test = data.aus[torch.as_tensor(fold.test_idx)].numpy().astype(np.float32)
 

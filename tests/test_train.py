@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -152,3 +153,14 @@ def test_bad_model_config_fails_before_training(data):
 def test_unknown_subject_is_a_clear_error(cfg, data):
     with pytest.raises(KeyError, match="nobody"):
         train_fold(cfg, data, "nobody")
+
+
+def test_standardized_flows_make_training_blind_to_the_flow_scale(data):
+    # x8 is exact in float16/float32, so standardising must give bit-identical results.
+    scaled = dataclasses.replace(data, flows=data.flows * 8)
+    on = tiny_config("optim.epochs=1", "optim.standardize_flows=true")
+    assert np.array_equal(train_fold(on, data, "s01").scores,
+                          train_fold(on, scaled, "s01").scores)
+    off = tiny_config("optim.epochs=1")
+    assert not np.array_equal(train_fold(off, data, "s01").scores,
+                              train_fold(off, scaled, "s01").scores)

@@ -205,10 +205,10 @@ def _print_summary(pooled: dict[str, float] | None, subjects: list[str], done: d
         table = Table(title=f"pooled over {len(subjects)} LOSO folds")
         table.add_column("metric")
         table.add_column("value", justify="right")
-        for key in ("uf1", "uar", "accuracy", "au_f1"):
+        names = {"uf1": "UF1", "uar": "UAR", "accuracy": "accuracy", "au_f1": "AU F1 (mean)"}
+        for key, name in names.items():
             if key in pooled:
-                table.add_row(key.upper() if key != "accuracy" else "accuracy",
-                              f"{pooled[key]:.4f}")
+                table.add_row(name, f"{pooled[key]:.4f}")
         console.print(table)
     if train_seconds > 0:
         console.print(f"training {train_seconds:.1f} s, MLflow logging {log_seconds:.1f} s "
