@@ -228,12 +228,21 @@ def to_rich(df: pd.DataFrame) -> Table:
 
     columns, rows = _display_rows(df)
     notes = df.attrs.get("notes", [])
-    table = Table(title=_title(df), caption="\n".join(notes) or None, caption_justify="left")
-    for column in columns:
+    table = Table(title=_title(df), caption="\n".join(notes) or None, caption_justify="left",
+                  show_edge=False, collapse_padding=True)
+    for index, column in enumerate(columns):
         text = column in ("label", "variant")
-        table.add_column(column.replace(" (", "\n("), justify="left" if text else "right",
+        # Text columns fold rather than vanish when the terminal is narrow (80 columns when
+        # output is piped): rich shrinks wrappable columns first, so give them a floor.
+        widest = max([len(column)] + [len(row[index]) for row in rows])
+        # the caption says whose numbers the paper columns are
+        header = (column.split(" (")[0].replace("paper ", "paper\n")
+                  .replace("accuracy", "acc."))
+        table.add_column(header, justify="left" if text else "right",
                          style="dim" if column.startswith("paper") else None,
-                         overflow="fold", no_wrap=not text)
+                         overflow="fold", no_wrap=not text,
+                         min_width=min(widest, 12 if column == "variant" else 6) if text
+                         else None)
     styles = {STATUS_COMPLETE: "green", STATUS_INCOMPLETE: "yellow", STATUS_PRUNED: "magenta"}
     for row in rows:
         status = row[6]
