@@ -71,6 +71,10 @@ class EmotionConfig(_Strict):
     depth: int = Field(2, ge=1, description="transformer blocks per sparsity branch")
     heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(2.0, gt=0)
+    pool: Literal["mean", "time"] = Field(
+        "time", description="how a branch's tokens become F_k (the paper does not say): 'time' "
+        "averages each frame's tokens and maps the T' frame vectors, concatenated, to D (the "
+        "time course is kept); 'mean' averages all tokens")
 
     @field_validator("sparsity_rates")
     @classmethod
@@ -97,6 +101,17 @@ class ModelConfig(_Strict):
 
     dim: int = Field(128, ge=4)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    input_norm: Literal["none", "clip_rms", "fixed"] = Field(
+        "clip_rms", description="how MEDN scales its input flows (the paper does not say): "
+        "'clip_rms' divides each clip's flow sequence by its own root-mean-square (no other clip "
+        "is looked at), 'fixed' multiplies every flow by model.input_scale, 'none' leaves it")
+    input_scale: float = Field(
+        1.0, gt=0.0, description="the factor of model.input_norm='fixed'")
+    feature_norm: Literal["none", "layer", "batch"] = Field(
+        "batch", description="a norm without learnable parameters at the end of the motion branch "
+        "(F_m) and of every SEVit branch (F_k); the paper does not say. 'layer': LayerNorm (norms "
+        "stay at sqrt(D)); 'batch': BatchNorm (each feature centred and scaled over the batch, so "
+        "F_m and F_e carry per-clip variation rather than a shared offset); 'none'")
     head_norm: bool = Field(
         True, description="LayerNorm on F_fusion before dropout + the linear classifier (the "
         "paper does not describe its classifier; F_perp has norm <= 1, so without a norm the "
@@ -142,7 +157,7 @@ class MednConfig(_Strict):
 
     def flat(self) -> dict[str, Any]:
         """Every resolved parameter as ``{"model.emotion.depth": 2, ...}`` (for MLflow params)."""
-        return _flatten(self.model_dump(mode="json"))
+        return flatten_tree(self.model_dump(mode="json"))
 
 
 # What each profile changes from the paper defaults above. ``paper`` changes nothing.
@@ -177,14 +192,15 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field and what was expected."""
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (the inverse of ``dotted_to_tree``); an empty
+    dict stays a value, so nothing is dropped."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
+        if isinstance(value, dict) and value:
+            out.update(flatten_tree(value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -199,6 +215,18 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def dotted_to_tree(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}``."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """``"loss.lambda_au=0.5"`` -> ``{"loss": {"lambda_au": 0.5}}``; the value is read as YAML."""
     if "=" not in text:
@@ -208,13 +236,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: the key must be dotted field names, e.g. optim.lr")
     value = yaml.safe_load(raw) if raw.strip() else ""
-    tree: dict[str, Any] = {}
-    node = tree
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return tree
+    return dotted_to_tree({key: value})
 
 
 def overrides_to_tree(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:

@@ -18,21 +18,35 @@ Run tree (issue 3 §5, issue 4 §3):
   predictions as ``fold_result.json`` so that pooled metrics can be recomputed from MLflow alone.
 - a failed attempt: a FAILED child with tags ``medn.error``, ``medn.attempt`` and ``error.txt``.
 
-Fold results are first written to a local spool (``spool_dir``) and removed once logged, so a
-result that could not reach the tracking store is logged on the next run instead of retrained.
+The spool (``spool_dir``) is the one local store of what is not yet logged: a fold's result and
+a failed attempt are written there atomically (``spool_fold``, ``spool_failed``) before any MLflow
+call, and removed once their run is written (``log_spooled``). ``log_fold`` and
+``log_failed_fold`` do both steps; the study recorder calls them apart, so that a result is safe
+the moment the driver receives it and waits there while MLflow is down. Whatever waits is logged
+first on the next run (``flush_spool``; ``parent_run`` does it when it resumes a parent), so a
+result that could not reach the tracking store costs no training.
+
+Spool layout: ``<spool_dir>/<experiment id>/<parent run id>/<kind>-<subject hash>[-...].json``,
+one JSON object per record: ``kind`` (``fold`` or ``failed``), ``parent_id``, ``subject``,
+``tags``, ``spooled_at`` (ns), and ``result`` (``FoldResult.to_dict()``) or ``error`` and
+``attempt``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -50,6 +64,7 @@ from mlflow.utils.validation import (
 
 from medn.config import MednConfig
 from medn.data.prepared import PreparedDataset
+from medn.io import atomic_write, slug
 from medn.train import FoldResult
 from orchestrator.git_info import git_commit
 
@@ -57,6 +72,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 FOLD_RESULT_ARTIFACT = "fold_result.json"
+SPOOL_ENV = "MEDN_SPOOL_DIR"
+SPOOL_KINDS = ("fold", "failed")
 
 TAG_ROLE = "medn.role"
 TAG_VARIANT = "medn.variant"
@@ -98,6 +115,33 @@ class TrackingUnavailable(RuntimeError):
     """The tracking store stayed unreachable through every retry."""
 
 
+class SpoolError(RuntimeError):
+    """A spool file that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    """One record waiting in the spool and the file that holds it: a fold's result
+    (``kind="fold"``, ``result`` = ``FoldResult.to_dict()``) or a failed training attempt
+    (``kind="failed"``, ``error``, ``attempt``)."""
+
+    path: Path
+    kind: str
+    parent_id: str
+    subject: str
+    tags: dict[str, str] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str = ""
+    attempt: int = 0
+    spooled_at: int = 0  # time.time_ns() when it was spooled: the order entries are logged in
+
+    def fold_result(self) -> FoldResult:
+        """The fold's result (a ``fold`` entry only)."""
+        if self.kind != "fold" or self.result is None:
+            raise ValueError(f"{self.path}: a {self.kind!r} spool entry holds no fold result")
+        return FoldResult.from_dict(self.result)
+
+
 def resolve_tracking_uri(flag: str | None) -> str:
     """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns/mlflow.db``.
 
@@ -116,6 +160,22 @@ def _sqlite_path(uri: str) -> Path | None:
         return None
     rest = uri[len("sqlite:///"):]
     return Path(rest) if rest and rest != ":memory:" else None
+
+
+def store_slug(tracking_uri: str) -> str:
+    """A file name for the tracking store at ``tracking_uri`` (``http://127.0.0.1:5000`` ->
+    ``127.0.0.1__5000``), for local state kept per store."""
+    return slug(urlparse(tracking_uri).netloc or tracking_uri)
+
+
+def default_spool_dir(tracking_uri: str) -> Path:
+    """``$MEDN_SPOOL_DIR``, else ``<sqlite db folder>/spool`` for a sqlite store, else
+    ``.medn_spool/<store_slug>`` (per tracking server, so experiment ids never mix)."""
+    if os.environ.get(SPOOL_ENV):
+        return Path(os.environ[SPOOL_ENV])
+    db = _sqlite_path(tracking_uri)
+    return db.parent / "spool" if db is not None else Path(".medn_spool") / store_slug(
+        tracking_uri)
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -212,8 +272,8 @@ class RunTreeWriter:
                  backoff_s: float = 0.5, spool_dir: Path | None = None) -> None:
         """Connect to ``tracking_uri`` and get or create the experiment ``experiment``.
 
-        ``spool_dir`` holds fold results not yet logged (default ``$MEDN_SPOOL_DIR`` or
-        ``<sqlite db folder>/spool`` or ``.medn_spool``).
+        ``spool_dir`` holds fold results and failed attempts not yet logged (default
+        ``default_spool_dir(tracking_uri)``).
         """
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment
@@ -226,11 +286,8 @@ class RunTreeWriter:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")  # MLflow: an int
         # Fold results are read back one small file at a time: no per-file progress bars.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        if spool_dir is None:
-            db = _sqlite_path(tracking_uri)
-            spool_dir = Path(os.environ.get("MEDN_SPOOL_DIR")
-                             or (db.parent / "spool" if db is not None else ".medn_spool"))
-        self.spool_dir = Path(spool_dir)
+        self.spool_dir = Path(spool_dir if spool_dir is not None
+                              else default_spool_dir(tracking_uri))
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._get_or_create_experiment(experiment)
         self._parent_tags: dict[str, dict[str, str]] = {}
@@ -310,7 +367,7 @@ class RunTreeWriter:
         """Get (resume) or create the parent run of (variant, configuration, dataset).
 
         ``fresh=True`` always creates a new parent beside any old one. A resumed parent is set
-        back to RUNNING and gets any spooled fold results logged.
+        back to RUNNING and gets what waits for it in the spool logged.
         """
         if not fresh:
             existing = self.find_parent(variant, cfg, data, tags)
@@ -375,15 +432,34 @@ class RunTreeWriter:
     def log_fold(self, parent_id: str, result: FoldResult, tags: dict[str, str]) -> str:
         """Log one fold as a FINISHED child run of ``parent_id`` and return its id.
 
-        If the fold already has a FINISHED run, that run's id is returned and nothing is
-        written; RUNNING leftovers of the same fold (a crash mid-write) are marked KILLED.
+        The result is spooled first and unspooled once its run is FINISHED. If the fold already
+        has a FINISHED run, that run's id is returned and nothing is written; RUNNING leftovers
+        of the same fold (a crash mid-write) are marked KILLED.
         """
-        self._spool(parent_id, result)
+        return self.log_spooled(self.spool_fold(parent_id, result, tags))
+
+    def log_failed_fold(self, parent_id: str, subject: str, error: str, attempt: int,
+                        tags: dict[str, str]) -> str:
+        """Record a failed training attempt of a fold as a FAILED child run with its error
+        (spooled first, like ``log_fold``)."""
+        return self.log_spooled(self.spool_failed(parent_id, subject, error, attempt, tags))
+
+    def log_spooled(self, entry: SpoolEntry) -> str:
+        """Write the run of a spooled ``entry`` (a FINISHED fold run or a FAILED attempt), then
+        remove it from the spool; returns the run's id."""
+        if entry.kind == "fold":
+            run_id = self._write_fold_run(entry.parent_id, entry.fold_result(), entry.tags)
+        else:
+            run_id = self._write_failed_run(entry.parent_id, entry.subject, entry.error,
+                                            entry.attempt, entry.tags)
+        self._unspool(entry)
+        return run_id
+
+    def _write_fold_run(self, parent_id: str, result: FoldResult, tags: dict[str, str]) -> str:
         subject = result.subject
         children = self.children(parent_id)
         for run in children:
             if run.data.tags.get(TAG_FOLD) == subject and run.info.status == "FINISHED":
-                self._unspool(parent_id, subject)
                 return run.info.run_id
         for run in children:
             if run.data.tags.get(TAG_FOLD) == subject and run.info.status == "RUNNING":
@@ -402,12 +478,10 @@ class RunTreeWriter:
         self.call(self.client.log_dict, run_id, result.to_dict(), FOLD_RESULT_ARTIFACT,
                   what="log fold predictions")
         self.call(self.client.set_terminated, run_id, "FINISHED", what="finish fold run")
-        self._unspool(parent_id, subject)
         return run_id
 
-    def log_failed_fold(self, parent_id: str, subject: str, error: str, attempt: int,
-                        tags: dict[str, str]) -> str:
-        """Record a failed training attempt of a fold as a FAILED child run with its error."""
+    def _write_failed_run(self, parent_id: str, subject: str, error: str, attempt: int,
+                          tags: dict[str, str]) -> str:
         run_tags = self._child_tags(parent_id, subject, {
             TAG_ERROR: _truncate(error), TAG_ATTEMPT: str(attempt), **tags})
         run = self.call(self.client.create_run, self.experiment_id, tags=run_tags,
@@ -425,35 +499,53 @@ class RunTreeWriter:
             return FoldResult.from_dict(json.loads(Path(path).read_text()))
 
     # -- spool ----------------------------------------------------------------------------------
-    def _spool_path(self, parent_id: str, subject: str) -> Path:
-        safe = hashlib.sha256(subject.encode()).hexdigest()[:16]
-        return self.spool_dir / parent_id / f"{safe}.json"
+    def spool_fold(self, parent_id: str, result: FoldResult,
+                   tags: dict[str, str] | None = None) -> SpoolEntry:
+        """Persist a fold's result for ``parent_id`` (no MLflow call); complete on disk
+        (written, fsynced, renamed) when this returns. A fold spooled again replaces its
+        earlier entry."""
+        name = f"fold-{_subject_hash(result.subject)}.json"
+        return self._spool(name, {"kind": "fold", "parent_id": parent_id,
+                                  "subject": result.subject, "tags": dict(tags or {}),
+                                  "result": result.to_dict()})
 
-    def _spool(self, parent_id: str, result: FoldResult) -> None:
-        path = self._spool_path(parent_id, result.subject)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result.to_dict()))
-        tmp.replace(path)
+    def spool_failed(self, parent_id: str, subject: str, error: str, attempt: int,
+                     tags: dict[str, str] | None = None) -> SpoolEntry:
+        """Persist a failed attempt of ``subject``'s fold (no MLflow call), to be logged as a
+        FAILED run; every attempt is its own entry."""
+        name = f"failed-{_subject_hash(subject)}-{int(attempt)}-{uuid.uuid4().hex[:12]}.json"
+        return self._spool(name, {"kind": "failed", "parent_id": parent_id,
+                                  "subject": subject, "tags": dict(tags or {}),
+                                  "error": error, "attempt": int(attempt)})
 
-    def _unspool(self, parent_id: str, subject: str) -> None:
-        path = self._spool_path(parent_id, subject)
-        path.unlink(missing_ok=True)
-        if path.parent.is_dir() and not any(path.parent.iterdir()):
-            path.parent.rmdir()
+    def _spool(self, name: str, record: dict[str, Any]) -> SpoolEntry:
+        path = self.spool_dir / self.experiment_id / record["parent_id"] / name
+        record["spooled_at"] = time.time_ns()
+        atomic_write(path, lambda handle: json.dump(record, handle), text=True)
+        return _entry(path, record)
+
+    def _unspool(self, entry: SpoolEntry) -> None:
+        entry.path.unlink(missing_ok=True)
+        for folder in (entry.path.parent, entry.path.parent.parent):
+            with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                folder.rmdir()
+
+    def spooled(self, parent_id: str | None = None) -> list[SpoolEntry]:
+        """What waits in this experiment's spool (only ``parent_id``'s when given), oldest
+        first; ``SpoolError`` names a file that cannot be read."""
+        root = self.spool_dir / self.experiment_id
+        pattern = f"{parent_id}/*.json" if parent_id is not None else "*/*.json"
+        entries = [_read_entry(p) for p in root.glob(pattern) if not p.name.startswith(".")]
+        return sorted(entries, key=lambda e: (e.spooled_at, e.path.name))
 
     def spooled_results(self, parent_id: str) -> list[FoldResult]:
         """Fold results of ``parent_id`` computed but not yet logged (kept on local disk)."""
-        folder = self.spool_dir / parent_id
-        if not folder.is_dir():
-            return []
-        return [FoldResult.from_dict(json.loads(p.read_text()))
-                for p in sorted(folder.glob("*.json"))]
+        return [e.fold_result() for e in self.spooled(parent_id) if e.kind == "fold"]
 
-    def flush_spool(self, parent_id: str) -> list[str]:
-        """Log every spooled result of ``parent_id``; the ids of the fold runs."""
-        return [self.log_fold(parent_id, result, {}) for result in
-                self.spooled_results(parent_id)]
+    def flush_spool(self, parent_id: str | None = None) -> list[str]:
+        """Log everything waiting in this experiment's spool (only ``parent_id``'s when given);
+        the ids of the runs written."""
+        return [self.log_spooled(entry) for entry in self.spooled(parent_id)]
 
     # -- pooling --------------------------------------------------------------------------------
     def finalize_parent(self, parent_id: str, data: PreparedDataset) -> dict[str, float] | None:
@@ -515,6 +607,35 @@ class RunTreeWriter:
                              f"clips {sorted(result.clips)[:5]}..., not the dataset's "
                              f"{expected[:5]}...: it was made from other data")
         return result
+
+
+def _subject_hash(subject: str) -> str:
+    return hashlib.sha256(subject.encode()).hexdigest()[:16]
+
+
+def _entry(path: Path, record: dict[str, Any]) -> SpoolEntry:
+    return SpoolEntry(path=path, kind=record["kind"], parent_id=record["parent_id"],
+                      subject=record["subject"], tags=record.get("tags") or {},
+                      result=record.get("result"), error=record.get("error", ""),
+                      attempt=int(record.get("attempt", 0)),
+                      spooled_at=int(record.get("spooled_at", 0)))
+
+
+def _read_entry(path: Path) -> SpoolEntry:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SpoolError(f"{path}: unreadable spool record ({err}); move it away to continue "
+                         "(its fold will be trained again)") from None
+    required = {"fold": ("parent_id", "subject", "result"),
+                "failed": ("parent_id", "subject", "error", "attempt")}
+    kind = record.get("kind") if isinstance(record, dict) else None
+    missing = [k for k in required.get(kind, ()) if k not in record]
+    if kind not in SPOOL_KINDS or missing:
+        raise SpoolError(f"{path}: not a spool record (expected a JSON object with kind in "
+                         f"{', '.join(SPOOL_KINDS)}"
+                         + (f"; missing {', '.join(missing)})" if missing else ")"))
+    return _entry(path, record)
 
 
 def _truncate(text: str, limit: int = MAX_TAG_VAL_LENGTH) -> str:

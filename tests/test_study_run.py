@@ -67,16 +67,20 @@ def study_run(tmp_path_factory: pytest.TempPathFactory, smoke_cache: Path) -> di
     env = {**os.environ, "MEDN_FAULT_DIR": str(root / "faults"), "COLUMNS": "120"}
     env.pop("MEDN_FAULT_INJECT", None)
 
+    # the store's schema is created here, before the driver starts: two processes creating it
+    # at once fail ("table ... already exists")
+    client = MlflowClient(uri)
+    client.search_experiments()
+
     # 1. start, and kill -9 the driver once a fold is FINISHED in MLflow
     with open(root / "first.log", "w") as log:
         first = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
                                  start_new_session=True)
-    client = MlflowClient(uri)
     deadline = time.monotonic() + 300
     finished_at_kill: list = []
     try:
         while time.monotonic() < deadline and first.poll() is None:
-            # the driver has created the store once it starts training (no concurrent setup)
+            # the driver has created the experiment once it starts training
             started = "fold trainings to run" in (root / "first.log").read_text()
             exp = client.get_experiment_by_name(EXPERIMENT) if started else None
             if exp is not None:

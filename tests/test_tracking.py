@@ -203,12 +203,19 @@ def test_stale_running_fold_run_is_closed_when_the_fold_is_logged(store, cfg, da
 def test_spooled_results_are_logged_when_the_parent_is_resumed(store, cfg, data):
     writer = _writer(store, "spool")
     parent = writer.parent_run("v", cfg, data, {})
-    writer._spool(parent, fake_result(data, "s03"))  # what a failed log_fold leaves behind
+    # what a log_fold / log_failed_fold that could not reach the store leaves behind
+    writer.spool_fold(parent, fake_result(data, "s03"), {})
+    writer.spool_failed(parent, "s02", "Traceback: boom", 1, {})
     assert [r.subject for r in writer.spooled_results(parent)] == ["s03"]
+    assert [(e.kind, e.subject) for e in writer.spooled(parent)] == [("fold", "s03"),
+                                                                     ("failed", "s02")]
     resumed = RunTreeWriter(store[0], "spool", spool_dir=writer.spool_dir)
     assert resumed.parent_run("v", cfg, data, {}) == parent
     assert set(resumed.finished_folds(parent)) == {"s03"}
-    assert resumed.spooled_results(parent) == []
+    failed = resumed.children(parent, status="FAILED")
+    assert [(r.data.tags["medn.fold"], r.data.tags["medn.attempt"]) for r in failed] == [
+        ("s02", "1")]
+    assert resumed.spooled_results(parent) == [] and resumed.spooled() == []
 
 
 def test_retry_call_retries_transient_errors_with_backoff():

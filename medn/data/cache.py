@@ -9,21 +9,21 @@ entries are left in place (delete the folder to reclaim space).
 
 Layout: ``<cache_dir>/<dataset>/<key[:2]>/<key>.npz`` holding ``flow`` float16 (T-1, 2, H, W) and
 ``frames`` int64 (the sampled frame numbers). Writes go to a temporary file in the same folder
-and are renamed into place (``os.replace``), so parallel workers and killed runs never leave a
-partial entry under a real name; a file that still fails to load is treated as a miss.
+and are renamed into place (``medn.io.atomic_write``), so parallel workers and killed runs never
+leave a partial entry under a real name; a file that still fails to load is treated as a miss.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+
+from medn.io import atomic_write
 
 CACHE_FORMAT = 1
 
@@ -63,17 +63,8 @@ def load_entry(cache_dir: Path, dataset: str, key: str) -> tuple[np.ndarray, np.
 def store_entry(cache_dir: Path, dataset: str, key: str, flow: np.ndarray,
                 frames: np.ndarray) -> Path:
     """Write a clip's entry atomically (temporary file + rename); returns its path."""
-    path = entry_path(cache_dir, dataset, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, flow=flow.astype(np.float16),
-                     frames=np.asarray(frames, dtype=np.int64))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    def write(handle: IO[bytes]) -> None:
+        np.savez(handle, flow=flow.astype(np.float16), frames=np.asarray(frames, dtype=np.int64))
+
+    return atomic_write(entry_path(cache_dir, dataset, key), write)

@@ -102,7 +102,9 @@ def build_model(cfg: MednConfig, *, num_classes: int, num_aus: int) -> MEDN:
     return MEDN(motion=create_backbone(cfg.model.motion.backbone, cfg),
                 emotion=SEVit.from_config(cfg), fusion=create_fusion(cfg), dim=cfg.model.dim,
                 num_classes=num_classes, num_aus=num_aus, dropout=cfg.model.dropout,
-                orth_eps=cfg.loss.orth_eps, head_norm=cfg.model.head_norm)
+                orth_eps=cfg.loss.orth_eps, head_norm=cfg.model.head_norm,
+                input_norm=cfg.model.input_norm, input_scale=cfg.model.input_scale,
+                feature_norm=cfg.model.feature_norm)
 
 
 def count_parameters(model: MEDN) -> dict[str, int]:

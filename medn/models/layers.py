@@ -112,15 +112,31 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+FEATURE_NORMS: tuple[str, ...] = ("none", "layer", "batch")
+
+
+def feature_norm(kind: str, dim: int) -> nn.Module:
+    """A parameter-free norm over (B, dim) features: ``layer`` (LayerNorm), ``batch`` (BatchNorm
+    with running statistics for evaluation) or ``none`` (identity)."""
+    if kind == "layer":
+        return nn.LayerNorm(dim, elementwise_affine=False)
+    if kind == "batch":
+        return nn.BatchNorm1d(dim, affine=False)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"model.feature_norm: unknown {kind!r}; allowed: {', '.join(FEATURE_NORMS)}")
+
+
 def init_vit_weights(module: nn.Module) -> None:
     """ViT-style initialisation: truncated-normal(0.02) linear weights, zero biases, unit LN."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
         nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def select_apex(flows: Tensor, apex: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from medn.losses import orthogonal_components
+from medn.models.layers import feature_norm as make_feature_norm
 
 
 @dataclass
@@ -21,6 +22,23 @@ class MednOutput:
     f_e: Tensor
 
 
+INPUT_NORMS: tuple[str, ...] = ("none", "clip_rms", "fixed")
+
+
+def normalize_flows(flows: Tensor, kind: str, scale: float = 1.0, eps: float = 1e-6) -> Tensor:
+    """Scale a flow batch (B, T', 2, H, W): ``clip_rms`` divides each clip by the root-mean-square
+    of its own flows (so every clip enters with RMS 1, whatever its motion amplitude; no other
+    clip is used), ``fixed`` multiplies by ``scale``, ``none`` returns ``flows``."""
+    if kind == "clip_rms":
+        rms = flows.pow(2).mean(dim=tuple(range(1, flows.dim())), keepdim=True).sqrt()
+        return flows / (rms + eps)
+    if kind == "fixed":
+        return flows * scale
+    if kind == "none":
+        return flows
+    raise ValueError(f"model.input_norm: unknown {kind!r}; allowed: {', '.join(INPUT_NORMS)}")
+
+
 class MEDN(nn.Module):
     """Motion-Emotion Decoupling Network.
 
@@ -31,9 +49,17 @@ class MEDN(nn.Module):
 
     def __init__(self, *, motion: nn.Module, emotion: nn.Module, fusion: nn.Module, dim: int,
                  num_classes: int, num_aus: int, dropout: float = 0.1,
-                 orth_eps: float = 1e-6, head_norm: bool = True) -> None:
+                 orth_eps: float = 1e-6, head_norm: bool = True,
+                 input_norm: str = "none", input_scale: float = 1.0,
+                 feature_norm: str = "none") -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"model.input_norm: unknown {input_norm!r}; "
+                             f"allowed: {', '.join(INPUT_NORMS)}")
+        self.input_norm = input_norm
+        self.input_scale = input_scale
         self.motion = motion
+        self.motion_norm = make_feature_norm(feature_norm, dim)
         self.au_head = nn.Linear(dim, num_aus)
         self.emotion = emotion
         self.fusion = fusion
@@ -49,13 +75,19 @@ class MEDN(nn.Module):
             raise ValueError(f"flows must have shape (B, T-1, 2, H, W), got {tuple(flows.shape)}")
         if flows.dtype != torch.float32:
             flows = flows.float()
-        f_m = self.motion(flows, apex)
+        flows = self.normalize_input(flows)
+        f_m = self.motion_norm(self.motion(flows, apex))
         au_logits = self.au_head(f_m)
         f_e = self.emotion(flows)
         perp_m, perp_e = orthogonal_components(f_m, f_e, self.orth_eps)
         fused = self.fusion(perp_m, perp_e)
         logits = self.classifier(self.dropout(self.head_norm(fused)))
         return MednOutput(logits=logits, au_logits=au_logits, f_m=f_m, f_e=f_e)
+
+    def normalize_input(self, flows: Tensor) -> Tensor:
+        """The flows as both branches see them (``model.input_norm``): each clip divided by its
+        own RMS (``clip_rms``), times ``input_scale`` (``fixed``), or unchanged (``none``)."""
+        return normalize_flows(flows, self.input_norm, self.input_scale)
 
     def motion_parameters(self) -> list[nn.Parameter]:
         """The motion branch and its AU head (their own lr group: x0.1 every 100 epochs)."""

@@ -46,12 +46,14 @@ class SEVit(nn.Module):
     """Parallel SEVit branches, one per sparsity rate, fused by learnable weights gamma_k."""
 
     def __init__(self, *, rates: list[int], frames: int, size: int, patch: int, dim: int,
-                 depth: int, heads: int, mlp_ratio: float, out_dim: int) -> None:
+                 depth: int, heads: int, mlp_ratio: float, out_dim: int,
+                 pool: str = "mean", out_norm: str = "none") -> None:
         super().__init__()
         self.rates = list(rates)
         self.branches = nn.ModuleList(
             SparseVideoViT(rate=rate, frames=frames, size=size, patch=patch, dim=dim,
-                           depth=depth, heads=heads, mlp_ratio=mlp_ratio, out_dim=out_dim)
+                           depth=depth, heads=heads, mlp_ratio=mlp_ratio, out_dim=out_dim,
+                           pool=pool, out_norm=out_norm)
             for rate in rates)
         self.gamma = nn.Parameter(torch.full((len(rates),), 1.0 / len(rates)))
 
@@ -61,7 +63,8 @@ class SEVit(nn.Module):
         e = cfg.model.emotion
         return cls(rates=e.sparsity_rates, frames=cfg.data.frames - 1, size=cfg.data.size,
                    patch=e.patch_size, dim=cfg.model.dim, depth=e.depth, heads=e.heads,
-                   mlp_ratio=e.mlp_ratio, out_dim=cfg.model.dim)
+                   mlp_ratio=e.mlp_ratio, out_dim=cfg.model.dim, pool=e.pool,
+                   out_norm=cfg.model.feature_norm)
 
     def branch_features(self, flows: Tensor) -> Tensor:
         """F_k of every branch, stacked: (K, B, D)."""

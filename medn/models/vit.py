@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from medn.config import MednConfig
-from medn.models.layers import Block, PatchEmbed, init_vit_weights, select_apex
+from medn.models.layers import Block, PatchEmbed, feature_norm, init_vit_weights, select_apex
 from medn.models.registry import register_backbone
 
 
@@ -61,6 +61,9 @@ class ViTB16Backbone(nn.Module):
         return self.vit(select_apex(flows, apex).float())
 
 
+VIDEO_POOLS: tuple[str, ...] = ("mean", "time")
+
+
 class VideoViT(nn.Module):
     """Plain ViT over a flow sequence (B, T', C, H, W) with global attention.
 
@@ -72,15 +75,21 @@ class VideoViT(nn.Module):
     """
 
     def __init__(self, *, frames: int, size: int, patch: int, dim: int, depth: int, heads: int,
-                 out_dim: int, mlp_ratio: float = 2.0, in_channels: int = 2) -> None:
+                 out_dim: int, mlp_ratio: float = 2.0, in_channels: int = 2,
+                 pool: str = "mean", out_norm: str = "none") -> None:
         super().__init__()
+        if pool not in VIDEO_POOLS:
+            raise ValueError(f"model.emotion.pool: unknown {pool!r}; allowed: "
+                             f"{', '.join(VIDEO_POOLS)}")
+        self.pool = pool
         self.grid = size // patch
         self.patch_embed = PatchEmbed(in_channels, dim, patch)
         self.pos_spatial = nn.Parameter(torch.zeros(1, 1, self.grid * self.grid, dim))
         self.pos_temporal = nn.Parameter(torch.zeros(1, frames, 1, dim))
         self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, out_dim)
+        self.head = nn.Linear(dim * (frames if pool == "time" else 1), out_dim)
+        self.out_norm = feature_norm(out_norm, out_dim)
         self.apply(init_vit_weights)
         nn.init.trunc_normal_(self.pos_spatial, std=0.02)
         nn.init.trunc_normal_(self.pos_temporal, std=0.02)
@@ -98,5 +107,9 @@ class VideoViT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T', C, H, W) -> (B, out_dim)."""
-        tokens = self.attend(self.embed(x))
-        return self.head(self.norm(tokens).mean(dim=(1, 2)))
+        tokens = self.norm(self.attend(self.embed(x)))      # (B, T', G*G, dim)
+        if self.pool == "time":
+            pooled = tokens.mean(dim=2).flatten(1)  # one mean per frame, time kept
+        else:
+            pooled = tokens.mean(dim=(1, 2))
+        return self.out_norm(self.head(pooled))

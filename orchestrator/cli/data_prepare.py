@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +18,19 @@ if TYPE_CHECKING:  # torch and scikit-learn load only when a command runs
     from medn.data.dataset import Preparation
 
 DATASETS = ("synth", "casme2", "samm", "casme3a")
+T = TypeVar("T")
+
+
+def run_with_progress(console: Console, description: str,
+                      work: Callable[[Callable[[int, int], None]], T], *,
+                      transient: bool = False) -> T:
+    """``work(progress)`` under a rich progress bar on ``console``; ``work`` calls
+    ``progress(done, total)`` as clips are prepared. Returns what ``work`` returns."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=transient) as bar:
+        job = bar.add_task(description, total=None)
+        return work(lambda done, total: bar.update(job, completed=done, total=total))
 
 
 def build_data_config(dataset: str, annotations: Path | None, data_root: Path | None,
@@ -107,14 +121,9 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, ValueError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
         try:
-            with Progress(*columns, console=console, transient=False) as bar:
-                job = bar.add_task(f"preparing {dataset}", total=None)
-                prep = prepare_clips(
-                    data_cfg, workers=workers,
-                    progress=lambda done, total: bar.update(job, completed=done, total=total))
+            prep = run_with_progress(console, f"preparing {dataset}", lambda progress:
+                                     prepare_clips(data_cfg, workers=workers, progress=progress))
         except (PreparationError, ValueError, FileNotFoundError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -83,23 +82,24 @@ def synth_summary(data_cfg: DataConfig, prepared: Any | None = None) -> dict[str
     return summary
 
 
+def _clips_table(title: str, column: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    table.add_column(column)
+    table.add_column("clips", justify="right")
+    for name, count in counts.items():
+        table.add_row(name, str(count))
+    return table
+
+
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
     """Print the summary as rich tables."""
-    emotions = Table(title=f"synth ({summary['profile']}, seed {summary['seed']}): "
-                           f"{summary['total']} clips, {summary['subjects']} subjects")
-    emotions.add_column("emotion")
-    emotions.add_column("clips", justify="right")
-    for name, count in summary["emotions"].items():
-        emotions.add_row(name, str(count))
-    console.print(emotions)
+    console.print(_clips_table(f"synth ({summary['profile']}, seed {summary['seed']}): "
+                               f"{summary['total']} clips, {summary['subjects']} subjects",
+                               "emotion", summary["emotions"]))
     if "classes" in summary:
-        classes = Table(title=f"{summary['task']}-class protocol: {summary['prepared']} clips "
-                              f"prepared ({summary['size']} px, T={summary['frames']})")
-        classes.add_column("class")
-        classes.add_column("clips", justify="right")
-        for name, count in summary["classes"].items():
-            classes.add_row(name, str(count))
-        console.print(classes)
+        console.print(_clips_table(
+            f"{summary['task']}-class protocol: {summary['prepared']} clips prepared "
+            f"({summary['size']} px, T={summary['frames']})", "class", summary["classes"]))
         console.print(f"AUs learnt: {', '.join(summary['au_names'])}")
     console.print(f"hard samples (exact AU set shared with another emotion): "
                   f"{summary['hard_share']:.1%} of all clips (configured "
@@ -141,14 +141,13 @@ def register(app: typer.Typer) -> None:
 
         # Progress goes to stderr so that --json leaves stdout one JSON object.
         status = Console(stderr=True)
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        from orchestrator.cli.data_prepare import run_with_progress
+
         try:
-            with Progress(*columns, console=status, transient=as_json) as bar:
-                job = bar.add_task(f"preparing synth ({profile})", total=None)
-                prepared = prepare_dataset(
-                    data_cfg, workers=workers,
-                    progress=lambda done, total: bar.update(job, completed=done, total=total))
+            prepared = run_with_progress(
+                status, f"preparing synth ({profile})", lambda progress:
+                prepare_dataset(data_cfg, workers=workers, progress=progress),
+                transient=as_json)
         except (PreparationError, ValueError) as err:
             status.print(Text.assemble(("error: ", "bold red"), str(err)))
             raise typer.Exit(1) from None

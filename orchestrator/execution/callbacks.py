@@ -48,7 +48,7 @@ class StudyCallback(tune.Callback):
 
     def _safely(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run a recorder call; an unexpected error is recorded as a problem of the study
-        (shown at the end; the result stays in the outbox) instead of aborting every trial."""
+        (shown at the end; the result stays in the spool) instead of aborting every trial."""
         try:
             fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - kept and reported by the runner

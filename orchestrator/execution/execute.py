@@ -38,7 +38,7 @@ def _stop_flag() -> Any:
 def execute_states(ctx: StudyContext, states: list[VariantState], title: str,
                    on_fold: Callable[[VariantState, str, dict[str, Any]], bool] | None = None,
                    ) -> ExecutionReport:
-    """Log what the outbox holds, then train every pending fold of ``states`` on Ray Tune.
+    """Log what the spool holds, then train every pending fold of ``states`` on Ray Tune.
 
     ``on_fold(state, subject, fold_dict)`` is called for each result received; when it returns
     True every trial still running or pending is stopped (the search prunes this way).
@@ -54,9 +54,9 @@ def execute_states(ctx: StudyContext, states: list[VariantState], title: str,
 
     progress = LiveProgress(title, states, console=ctx.console, enabled=ctx.show_progress)
     recorder = StudyRecorder(
-        states, writers=ctx.writers, outboxes=ctx.outboxes, datasets=ctx.datasets,
+        states, writers=ctx.writers, datasets=ctx.datasets,
         tags=lambda s: {}, on_fold=fold_hook, on_change=progress.refresh)
-    progress.note = lambda: ("MLflow unreachable: results wait in the outbox "
+    progress.note = lambda: ("MLflow unreachable: results wait in the spool "
                              f"({recorder.last_error[:80]})" if recorder.tracking_down else "")
     # results an earlier run trained but could not log: logged now, never retrained
     if not recorder.flush(force=True):
@@ -98,7 +98,7 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
 
         raise StudyError(
             f"--address {options.address}: Ray client (ray://) runs Tune's loop on the head "
-            "node, away from this process's single MLflow writer and outbox. Use the cluster's "
+            "node, away from this process's single MLflow writer and spool. Use the cluster's "
             "GCS address (host:6379) from a machine of the cluster, or submit the command with "
             "`ray job submit -- medn study ...`.")
     with ray_session(options.address, ctx.ray_log_file) as session:

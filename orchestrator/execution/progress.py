@@ -62,7 +62,7 @@ def study_table(title: str, states: Iterable[VariantState], elapsed: float | Non
 class LiveProgress:
     """A ``rich.live.Live`` view of a study run, refreshed a few times a second.
 
-    ``note()`` supplies an extra line (e.g. "MLflow unreachable, results kept in the outbox").
+    ``note()`` supplies an extra line (e.g. "MLflow unreachable, results kept in the spool").
     The ETA is the remaining folds times the mean wall time per fold finished in this run.
     """
 

@@ -1,11 +1,12 @@
-"""The study's single writer: every fold result goes outbox -> MLflow -> pooled parent.
+"""The study's single writer: every fold result goes spool -> MLflow -> pooled parent.
 
 The recorder lives in the driver process. The Tune callback hands it each event (a fold started,
-a fold's result arrived, an attempt failed); it persists results to the outbox first, then logs
-them through the experiment's ``RunTreeWriter``, and finalizes a variant's parent run once every
-fold has a FINISHED child. While MLflow is unreachable it keeps results in the outbox, keeps the
-study running, and retries with backoff; ``finish`` makes a last bounded attempt and raises
-``ResultsNotLogged`` telling the user to re-run (which logs the outbox before training).
+a fold's result arrived, an attempt failed); it persists results and failed attempts to the
+experiment's ``RunTreeWriter`` spool first (``spool_fold`` / ``spool_failed``, no MLflow call),
+then logs them (``log_spooled``), and finalizes a variant's parent run once every fold has a
+FINISHED child. While MLflow is unreachable it keeps them in the spool, keeps the study running,
+and retries with backoff; ``finish`` makes a last bounded attempt and raises
+``ResultsNotLogged`` telling the user to re-run (which logs the spool before training).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from typing import Any
 
 from medn.data.prepared import PreparedDataset
 from medn.train import FoldResult
-from orchestrator.execution.outbox import Outbox, OutboxItem
 from orchestrator.execution.units import VariantState
-from orchestrator.tracking import RunTreeWriter, TrackingUnavailable
+from orchestrator.tracking import RunTreeWriter, SpoolEntry, TrackingUnavailable
 
 
 class ResultsNotLogged(RuntimeError):
-    """Fold results are safe in the outbox but could not be written to MLflow."""
+    """Fold results are safe in the spool but could not be written to MLflow."""
 
 
 class StudyRecorder:
@@ -35,14 +35,13 @@ class StudyRecorder:
     """
 
     def __init__(self, states: list[VariantState], writers: dict[str, RunTreeWriter],
-                 outboxes: dict[str, Outbox], datasets: dict[str, PreparedDataset],
+                 datasets: dict[str, PreparedDataset],
                  tags: Callable[[VariantState], dict[str, str]],
                  on_fold: Callable[[VariantState, str, dict[str, Any]], None] | None = None,
                  on_change: Callable[[], None] | None = None,
                  backoff_s: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 30.0)) -> None:
         self.states = {s.key: s for s in states}
         self.writers = writers
-        self.outboxes = outboxes
         self.datasets = datasets
         self.tags = tags
         self.on_fold = on_fold
@@ -69,15 +68,14 @@ class StudyRecorder:
         state = self.state_of(task, variant)
         if subject in state.received or subject in state.finished:
             return  # the same result delivered twice (e.g. result + completion): keep one
-        item = self.outboxes[state.experiment].put({
-            "kind": "fold", "task": task, "variant": variant, "subject": subject,
-            "parent_id": state.parent_id, "tags": self.tags(state), "result": fold})
+        writer = self.writers[state.experiment]
+        entry = writer.spool_fold(state.parent_id, FoldResult.from_dict(fold), self.tags(state))
         state.received.add(subject)
         state.running.discard(subject)
         self.fold_seconds.append(float(fold.get("seconds", 0.0)))
         if self.on_fold is not None:
             self.on_fold(state, subject, fold)
-        self._log_or_keep(item)
+        self._log_or_keep(writer, entry)
         self.on_change()
 
     def failed(self, task: int, variant: str, subject: str, error: str, attempt: int,
@@ -88,11 +86,9 @@ class StudyRecorder:
         state.failed_attempts += 1
         if final and subject not in state.received:
             state.gave_up.add(subject)
-        item = self.outboxes[state.experiment].put({
-            "kind": "failed", "task": task, "variant": variant, "subject": subject,
-            "parent_id": state.parent_id, "tags": self.tags(state), "error": error,
-            "attempt": attempt})
-        self._log_or_keep(item)
+        writer = self.writers[state.experiment]
+        entry = writer.spool_failed(state.parent_id, subject, error, attempt, self.tags(state))
+        self._log_or_keep(writer, entry)
         self.on_change()
 
     def stopped(self, task: int, variant: str, subject: str) -> None:
@@ -103,38 +99,30 @@ class StudyRecorder:
     # -- logging ------------------------------------------------------------------------------
     @property
     def tracking_down(self) -> bool:
-        """Whether the last write to MLflow failed (results wait in the outbox)."""
+        """Whether the last write to MLflow failed (results wait in the spool)."""
         return self._failures_in_row > 0
 
-    def _log_or_keep(self, item: OutboxItem) -> None:
+    def _log_or_keep(self, writer: RunTreeWriter, entry: SpoolEntry) -> None:
         if self.tracking_down and time.monotonic() < self._retry_at:
-            return  # MLflow is down: the item waits in the outbox for the next flush
+            return  # MLflow is down: the entry waits in the spool for the next flush
         if self.tracking_down:
             self.flush()
             return
         try:
-            self._log(item)
+            self._log(writer, entry)
         except TrackingUnavailable as err:
             self._note_failure(err)
             return
         self._tracking_ok()
 
-    def _log(self, item: OutboxItem) -> None:
-        record = item.record
-        writer = self.writers[record["experiment"]]
-        if record["kind"] == "fold":
-            result = FoldResult.from_dict(record["result"])
-            writer.log_fold(record["parent_id"], result, record["tags"])
-        else:
-            writer.log_failed_fold(record["parent_id"], record["subject"], record["error"],
-                                   int(record["attempt"]), record["tags"])
-        self.outboxes[record["experiment"]].remove(item)
-        state = self.states.get((int(record["task"]), record["variant"]))
-        if state is None or state.parent_id != record["parent_id"]:
+    def _log(self, writer: RunTreeWriter, entry: SpoolEntry) -> None:
+        writer.log_spooled(entry)
+        if entry.kind != "fold":
             return
-        if record["kind"] == "fold":
-            state.finished.add(record["subject"])
-            self._maybe_finalize(state)
+        for state in self.states.values():
+            if state.parent_id == entry.parent_id and state.experiment == writer.experiment_name:
+                state.finished.add(entry.subject)
+                self._maybe_finalize(state)
 
     def _maybe_finalize(self, state: VariantState) -> None:
         if state.finalized or state.pruned or not state.all_finished:
@@ -156,12 +144,14 @@ class StudyRecorder:
             self.last_error = ""
             self.on_change()
 
-    def pending_items(self) -> list[OutboxItem]:
-        """Every record of this study's experiments still waiting in the outboxes."""
-        return [item for outbox in self.outboxes.values() for item in outbox.pending()]
+    def pending_items(self) -> list[tuple[RunTreeWriter, SpoolEntry]]:
+        """Every entry of this study's experiments still waiting in the spool, with the writer
+        of its experiment."""
+        return [(writer, entry) for writer in self.writers.values()
+                for entry in writer.spooled()]
 
     def flush(self, force: bool = False) -> bool:
-        """Log what waits in the outboxes, then finalize variants that became complete.
+        """Log what waits in the spool, then finalize variants that became complete.
 
         Skipped while backing off after a failure unless ``force``. Returns True when nothing is
         left to write.
@@ -169,8 +159,8 @@ class StudyRecorder:
         if not force and self.tracking_down and time.monotonic() < self._retry_at:
             return False
         try:
-            for item in self.pending_items():
-                self._log(item)
+            for writer, entry in self.pending_items():
+                self._log(writer, entry)
             for state in self.states.values():
                 self._maybe_finalize(state)
         except TrackingUnavailable as err:
@@ -181,16 +171,16 @@ class StudyRecorder:
 
     def finish(self, attempts: int = 4) -> None:
         """The end of the run: flush with a few retries; raise ``ResultsNotLogged`` when MLflow
-        still cannot be reached (the results stay in the outbox for the next run)."""
+        still cannot be reached (the results stay in the spool for the next run)."""
         for attempt in range(attempts):
             if self.flush(force=True):
                 return
             if attempt < attempts - 1:
                 time.sleep(self.backoff_s[min(attempt, len(self.backoff_s) - 1)])
         waiting = self.pending_items()
-        folders = sorted({str(item.path.parent) for item in waiting})
+        folders = sorted({str(entry.path.parent) for _, entry in waiting})
         raise ResultsNotLogged(
             f"MLflow could not be reached ({self.last_error}); {len(waiting)} result(s) are kept "
-            f"in {', '.join(folders) or 'the outbox'}. Start the tracking server (or fix "
+            f"in {', '.join(folders) or 'the spool'}. Start the tracking server (or fix "
             "--tracking-uri) and re-run the same command: it logs them first and trains only "
             "the folds that are still missing.")

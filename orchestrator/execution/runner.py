@@ -4,11 +4,11 @@ One run of a study command:
 
 1. expands the spec into variants per task and validates every configuration;
 2. prepares each distinct dataset ONCE on the driver (variants sharing ``data`` share it);
-3. gets or creates each variant's parent run (``--fresh``: new ones), logs what the outbox
+3. gets or creates each variant's parent run (``--fresh``: new ones), logs what the spool
    still holds from an earlier run, and asks MLflow which folds are FINISHED;
 4. puts each dataset in Ray's object store once and runs ONE Tune experiment over the folds
    still missing (one trial per fold, ``max_failures`` retries, reused worker actors);
-5. the driver-side callback persists each result to the outbox, logs it as the variant's
+5. the driver-side callback persists each result to the writer's spool, logs it as the variant's
    child run and pools the parent once all its folds are in;
 6. writes the study's summary run per task and prints the table and where to look.
 """
@@ -30,7 +30,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from medn.config import MednConfig
 from medn.data.prepared import PreparedDataset
-from orchestrator.execution.outbox import Outbox, outbox_root, slug
+from medn.io import slug
 from orchestrator.execution.units import VariantState, data_key
 from orchestrator.studies.expand import study_configs
 from orchestrator.studies.options import StudyOptions
@@ -98,7 +98,6 @@ class StudyContext:
     cache_dir: Path
     run_name: str
     writers: dict[str, Any] = field(default_factory=dict)
-    outboxes: dict[str, Outbox] = field(default_factory=dict)
     datasets: dict[str, PreparedDataset] = field(default_factory=dict)
 
     @property
@@ -117,8 +116,6 @@ class StudyContext:
             from orchestrator.tracking import RunTreeWriter
 
             self.writers[experiment] = RunTreeWriter(self.tracking_uri, experiment)
-            self.outboxes[experiment] = Outbox(
-                outbox_root(self.tracking_uri, self.cache_dir), experiment)
         return self.writers[experiment]
 
     def dataset(self, cfg: MednConfig) -> tuple[str, PreparedDataset]:
@@ -195,13 +192,12 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
               show_progress: bool = True) -> StudyOutcome:
     """Run (or resume) ``spec`` with ``options`` and return how every variant ended.
 
-    Folds already FINISHED in MLflow are not trained again; results left in the outbox by an
+    Folds already FINISHED in MLflow are not trained again; results left in the spool by an
     earlier run are logged first. A search spec (``tune``) runs the Optuna search instead
     (``orchestrator.execution.search.run_search``).
     """
-    from orchestrator.execution.outbox import OutboxError
     from orchestrator.execution.recorder import ResultsNotLogged
-    from orchestrator.tracking import TrackingUnavailable
+    from orchestrator.tracking import SpoolError, TrackingUnavailable
 
     try:
         if spec.search is not None:
@@ -209,7 +205,7 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
 
             return run_search(spec, options, console=console, show_progress=show_progress)
         return _run_variants(spec, options, console, show_progress)
-    except (TrackingUnavailable, ResultsNotLogged, OutboxError) as err:
+    except (TrackingUnavailable, ResultsNotLogged, SpoolError) as err:
         raise StudyError(str(err)) from None
 
 

@@ -22,13 +22,11 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 from rich.console import Console
 
 from medn import metrics as mm
-from orchestrator.execution.outbox import slug
 from orchestrator.execution.runner import (
     TAG_PRUNED,
     ExecutionReport,
@@ -55,9 +53,11 @@ def optuna_storage(ctx: StudyContext) -> str:
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         return f"sqlite:///{db.parent / 'optuna.db'}"
+    from orchestrator.tracking import store_slug
+
     folder = ctx.cache_dir / "optuna"
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder.resolve() / (slug(urlparse(uri).netloc or uri) + '.db')}"
+    return f"sqlite:///{folder.resolve() / (store_slug(uri) + '.db')}"
 
 
 def fold_score(fold: dict[str, Any], metric: str) -> float:

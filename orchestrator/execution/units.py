@@ -51,7 +51,7 @@ class VariantState:
     """What the driver knows of one (task, variant) during a study run.
 
     ``subjects`` are the LOSO folds in order; ``finished`` those with a FINISHED child run in
-    MLflow; ``received`` those whose result reached the driver (in the outbox or logged);
+    MLflow; ``received`` those whose result reached the driver (in the spool or logged);
     ``running`` those training now; ``gave_up`` those whose every attempt failed.
     """
 

@@ -27,7 +27,14 @@ from pydantic import (
     model_validator,
 )
 
-from medn.config import ConfigError, MednConfig, build_config, deep_merge
+from medn.config import (
+    ConfigError,
+    MednConfig,
+    build_config,
+    deep_merge,
+    dotted_to_tree,
+    flatten_tree,
+)
 
 PaperRef = Literal["table5", "table6", "table7", "fig6"]
 MetricName = Literal["uf1", "uar", "accuracy"]
@@ -274,18 +281,6 @@ class StudySpec(_Strict):
         return expand_variants(self)
 
 
-def dotted_to_tree(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}``."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return tree
-
-
 def expand_dotted(tree: dict[str, Any]) -> dict[str, Any]:
     """A tree whose keys may be dotted (``{"optim.lr": 1, "loss": {"lambda_au": 0}}``) as a
     plain nested tree."""
@@ -294,16 +289,6 @@ def expand_dotted(tree: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             value = expand_dotted(value)
         out = deep_merge(out, dotted_to_tree({str(key): value}))
-    return out
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -390,7 +375,7 @@ def _check_keys(spec: StudySpec, source: str | Path) -> None:
             if problem:
                 problems.append(f"  {where}.{key}: {problem}")
 
-    check("base", _flatten(spec.base))
+    check("base", flatten_tree(spec.base))
     if isinstance(spec.variants, list):
         for i, v in enumerate(spec.variants):
             check(f"variants[{i}] ({v.name}).set", v.set_)
