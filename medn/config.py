@@ -72,7 +72,7 @@ class EmotionConfig(_Strict):
     heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(2.0, gt=0)
     pool: Literal["mean", "time"] = Field(
-        "time", description="how a branch's tokens become F_k (the paper does not say): 'time' "
+        "mean", description="how a branch's tokens become F_k (the paper does not say): 'time' "
         "averages each frame's tokens and maps the T' frame vectors, concatenated, to D (the "
         "time course is kept); 'mean' averages all tokens")
 
@@ -102,16 +102,17 @@ class ModelConfig(_Strict):
     dim: int = Field(128, ge=4)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     input_norm: Literal["none", "clip_rms", "fixed"] = Field(
-        "clip_rms", description="how MEDN scales its input flows (the paper does not say): "
-        "'clip_rms' divides each clip's flow sequence by its own root-mean-square (no other clip "
-        "is looked at), 'fixed' multiplies every flow by model.input_scale, 'none' leaves it")
+        "none", description="how MEDN scales its input flows (the paper does not say): "
+        "'clip_rms' scales each clip so that its own flows have root-mean-square "
+        "model.input_scale (no other clip is looked at), 'fixed' multiplies every flow by "
+        "model.input_scale, 'none' leaves them as computed (see docs/model.md for measurements)")
     input_scale: float = Field(
-        1.0, gt=0.0, description="the factor of model.input_norm='fixed'")
-    feature_norm: Literal["none", "layer", "batch"] = Field(
-        "batch", description="a norm without learnable parameters at the end of the motion branch "
-        "(F_m) and of every SEVit branch (F_k); the paper does not say. 'layer': LayerNorm (norms "
-        "stay at sqrt(D)); 'batch': BatchNorm (each feature centred and scaled over the batch, so "
-        "F_m and F_e carry per-clip variation rather than a shared offset); 'none'")
+        1.0, gt=0.0, description="the target RMS of 'clip_rms', the factor of 'fixed'")
+    feature_norm: Literal["none", "layer"] = Field(
+        "layer", description="a LayerNorm without learnable gain or bias at the end of the motion "
+        "branch (F_m, before the AU head) and of every SEVit branch (F_k); the paper does not say. "
+        "It keeps |F| at sqrt(D): without it the AU and orthogonal losses inflate |F_m| and |F_e| "
+        "and the classification gradient through eq. 5 (F / |F|) shrinks with 1 / |F|")
     head_norm: bool = Field(
         True, description="LayerNorm on F_fusion before dropout + the linear classifier (the "
         "paper does not describe its classifier; F_perp has norm <= 1, so without a norm the "
@@ -139,6 +140,10 @@ class OptimConfig(_Strict):
     epochs: int = Field(300, ge=1)
     motion_lr_step: int = Field(100, ge=1, description="epochs between motion-branch lr decays")
     motion_lr_decay: float = Field(0.1, gt=0.0, le=1.0)
+    sampling: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="how an epoch's training clips are drawn: 'shuffle' = each once; "
+        "'balanced' = with replacement, each class about equally often (the paper's data are "
+        "imbalanced and its loss, eq. 15, has no class weights; it does not say how it sampled)")
     standardize_flows: bool = Field(
         False, description="divide every fold's flows by the standard deviation of its TRAINING "
         "clips' flows (one scalar per fold; the held-out subject is not looked at)")
@@ -171,8 +176,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                        "vit_patch": 12},
             "emotion": {"patch_size": 6, "depth": 1, "heads": 2},
         },
-        # Measured on synth quick (78 clips, 8 subjects), one CPU thread: ~7 s per fold.
-        "optim": {"lr": 2e-3, "batch_size": 16, "epochs": 12},
+        # Measured on synth quick (78 clips, 8 subjects, 3 classes 51/7/20), one CPU thread:
+        # ~7.5 s per fold; full MEDN pooled UF1 ~0.39-0.40 (majority class: 0.26; docs/model.md).
+        "optim": {"lr": 4e-3, "batch_size": 8, "epochs": 12, "sampling": "balanced"},
     },
     "smoke": {
         "data": {"size": 32, "synth_profile": "smoke"},

@@ -5,7 +5,8 @@ neither Ray nor MLflow, so the same call runs in ``medn train``, in a Ray Tune t
 
 Protocol, as in the paper: AdamW (lr ``optim.lr``, weight decay ``optim.weight_decay``) over two
 parameter groups; the motion branch's learning rate is multiplied by ``optim.motion_lr_decay``
-every ``optim.motion_lr_step`` epochs, the rest of the model keeps ``optim.lr``. The held-out
+every ``optim.motion_lr_step`` epochs, the rest of the model keeps ``optim.lr``. An epoch's clips
+are drawn by ``optim.sampling`` (each once, or class-balanced with replacement). The held-out
 subject is evaluated after every epoch (``val/*`` in the history); the returned predictions are
 those of the last epoch (choosing an epoch on the held-out subject would leak the test set).
 """
@@ -129,11 +130,26 @@ def build_optimizer(model: torch.nn.Module, cfg: MednConfig
     return optimizer, scheduler
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-    """Index batches over ``n`` items: shuffled by ``generator`` (or in order when None), split
-    into ceil(n / batch_size) near-equal parts so that no batch is a lone clip."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    return list(order.tensor_split(max(1, math.ceil(n / batch_size))))
+def epoch_order(labels: torch.Tensor, sampling: str, generator: torch.Generator) -> torch.Tensor:
+    """The training clips of one epoch, as indices into ``labels`` (the fold's training labels).
+
+    ``shuffle``: every clip once, in random order. ``balanced``: as many draws as clips, with
+    replacement, each clip drawn with probability proportional to 1 / (its class's count), so
+    every class is seen about equally often (the loss, eq. 15-16, is unchanged).
+    """
+    n = len(labels)
+    if sampling == "shuffle":
+        return torch.randperm(n, generator=generator)
+    if sampling == "balanced":
+        counts = torch.bincount(labels.cpu()).float()
+        weights = 1.0 / counts[labels.cpu()]
+        return torch.multinomial(weights, n, replacement=True, generator=generator)
+    raise ValueError(f"optim.sampling: unknown {sampling!r}; allowed: shuffle, balanced")
+
+
+def _split(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into ceil(n / batch_size) near-equal batches (never a lone clip)."""
+    return list(order.tensor_split(max(1, math.ceil(len(order) / batch_size))))
 
 
 @torch.inference_mode()
@@ -142,7 +158,7 @@ def _predict(model: torch.nn.Module, flows: torch.Tensor, apex: torch.Tensor, ba
     """Softmax class scores and sigmoid AU scores of every clip, in order, as float32 on CPU."""
     model.eval()
     scores, au_scores = [], []
-    for idx in _batches(len(flows), batch_size, None):
+    for idx in _split(torch.arange(len(flows)), batch_size):
         idx = idx.to(flows.device)
         with autocast:
             out = model(flows[idx], apex[idx])
@@ -206,11 +222,11 @@ def train_fold(cfg: MednConfig, data: PreparedDataset, subject: str, *,
         generator = seed_everything(cfg.seed)
         model = build_model(cfg, num_classes=data.num_classes, num_aus=data.num_aus).to(device)
         optimizer, scheduler = build_optimizer(model, cfg)
-        n_train = len(x_train)
         for epoch in range(1, cfg.optim.epochs + 1):
             model.train()
             sums = torch.zeros(4, device=device)
-            for idx in _batches(n_train, cfg.optim.batch_size, generator):
+            order = epoch_order(y_train, cfg.optim.sampling, generator)
+            for idx in _split(order, cfg.optim.batch_size):
                 idx = idx.to(device)
                 with autocast:
                     out = model(x_train[idx], apex_train[idx])
@@ -221,7 +237,7 @@ def train_fold(cfg: MednConfig, data: PreparedDataset, subject: str, *,
                 sums += torch.stack([parts.total, parts.cls, parts.au, parts.orth]).detach() \
                     .float() * len(idx)
             scheduler.step()
-            mean = (sums / n_train).tolist()
+            mean = (sums / len(order)).tolist()
             scores, au_scores = _predict(model, x_test, apex_test, cfg.optim.batch_size, autocast)
             entry = {"train/loss": mean[0], "train/loss_cls": mean[1],
                      "train/loss_au": mean[2], "train/loss_orth": mean[3]}

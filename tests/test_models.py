@@ -298,3 +298,71 @@ def test_build_model_needs_classes_and_aus():
         build_model(smoke_cfg(), num_classes=3, num_aus=0)
     with pytest.raises(ConfigError, match="num_classes"):
         build_model(smoke_cfg(), num_classes=1, num_aus=3)
+
+
+# --- input and feature norms, SEVit pooling (paper-silent choices) --------------------------
+
+def test_clip_rms_gives_every_clip_the_target_rms_whatever_its_amplitude():
+    from medn.models.medn import normalize_flows
+    flows = torch.randn(3, 4, 2, 8, 8) * torch.tensor([0.05, 1.0, 7.0]).view(3, 1, 1, 1, 1)
+    out = normalize_flows(flows, "clip_rms", scale=0.5)
+    rms = out.pow(2).mean(dim=(1, 2, 3, 4)).sqrt()
+    torch.testing.assert_close(rms, torch.full((3,), 0.5), rtol=1e-4, atol=1e-5)
+    # each clip on its own: the first clip's output does not depend on the others
+    torch.testing.assert_close(normalize_flows(flows[:1], "clip_rms", scale=0.5), out[:1])
+    torch.testing.assert_close(normalize_flows(flows, "fixed", scale=3.0), flows * 3.0)
+    assert normalize_flows(flows, "none") is flows
+    with pytest.raises(ValueError, match="model.input_norm.*allowed: none, clip_rms, fixed"):
+        normalize_flows(flows, "zscore")
+
+
+def test_model_input_norm_makes_the_model_blind_to_a_clip_amplitude():
+    cfg = smoke_cfg("model.input_norm=clip_rms", "model.input_scale=0.3")
+    model = built(cfg).eval()
+    flows, apex, _, _ = inputs(cfg)
+    torch.testing.assert_close(model(flows * 5, apex).logits, model(flows, apex).logits,
+                               rtol=1e-4, atol=1e-5)
+    plain = built(smoke_cfg("model.input_norm=none")).eval()
+    assert not torch.allclose(plain(flows * 5, apex).logits, plain(flows, apex).logits)
+
+
+def test_layer_feature_norm_keeps_f_m_and_every_f_k_at_norm_sqrt_d():
+    cfg = smoke_cfg("model.feature_norm=layer", "model.emotion.sparsity_rates=[1,2]")
+    model = built(cfg)
+    flows, apex, _, _ = inputs(cfg)
+    d = cfg.model.dim
+    out = model(flows * 100, apex)
+    torch.testing.assert_close(out.f_m.norm(dim=1), torch.full((BATCH,), math.sqrt(d)),
+                               rtol=1e-3, atol=1e-3)
+    # F_k: at most sqrt(D) (LayerNorm's eps shrinks features whose variance is below ~1e-5)
+    per_branch = model.emotion.branch_features(flows * 100)
+    assert (per_branch.norm(dim=2) <= math.sqrt(d) + 1e-4).all()
+    for branch in model.emotion.branches:
+        big = branch.out_norm(torch.randn(BATCH, d) * 1000)
+        torch.testing.assert_close(big.norm(dim=1), torch.full((BATCH,), math.sqrt(d)),
+                                   rtol=1e-4, atol=1e-4)
+    assert not any(p for p in model.motion_norm.parameters())      # no learnable gain/bias
+    off = built(smoke_cfg("model.feature_norm=none"))
+    assert isinstance(off.motion_norm, torch.nn.Identity)
+    assert isinstance(off.emotion.branches[0].out_norm, torch.nn.Identity)
+
+
+def test_time_pooling_keeps_the_order_of_frames():
+    cfg = smoke_cfg("model.emotion.pool=time")
+    kwargs = sevit_kwargs(cfg)
+    torch.manual_seed(0)
+    timed = VideoViT(pool="time", **kwargs)
+    assert timed.head.in_features == kwargs["frames"] * kwargs["dim"]
+    flows, _, _, _ = inputs(cfg, batch=2)
+    # zero the temporal position embedding: then only the pooled layout can tell frame order
+    with torch.no_grad():
+        timed.pos_temporal.zero_()
+    reversed_flows = flows.flip(1)
+    assert not torch.allclose(timed(flows), timed(reversed_flows), atol=1e-5)
+    torch.manual_seed(0)
+    mean = VideoViT(pool="mean", **kwargs)
+    with torch.no_grad():
+        mean.pos_temporal.zero_()
+    torch.testing.assert_close(mean(flows), mean(reversed_flows), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="model.emotion.pool.*allowed: mean, time"):
+        VideoViT(pool="max", **kwargs)

@@ -16,6 +16,7 @@ from medn.train import (
     HISTORY_KEYS,
     FoldResult,
     build_optimizer,
+    epoch_order,
     motion_lr_factor,
     resolve_device,
     train_fold,
@@ -164,3 +165,30 @@ def test_standardized_flows_make_training_blind_to_the_flow_scale(data):
     off = tiny_config("optim.epochs=1")
     assert not np.array_equal(train_fold(off, data, "s01").scores,
                               train_fold(off, scaled, "s01").scores)
+
+
+def test_shuffle_sampling_draws_every_clip_once():
+    labels = torch.tensor([0] * 9 + [1] * 3)
+    order = epoch_order(labels, "shuffle", torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(12))
+
+
+def test_balanced_sampling_sees_each_class_about_equally_often_and_is_seeded():
+    labels = torch.tensor([0] * 45 + [1] * 5 + [2] * 10)
+    draws = torch.cat([epoch_order(labels, "balanced", torch.Generator().manual_seed(s))
+                       for s in range(20)])
+    assert len(draws) == 20 * len(labels)
+    share = torch.bincount(labels[draws], minlength=3).float() / len(draws)
+    assert torch.all((share - 1 / 3).abs() < 0.05), share      # shuffle would give 0.75/0.08/0.17
+    first = epoch_order(labels, "balanced", torch.Generator().manual_seed(7))
+    again = epoch_order(labels, "balanced", torch.Generator().manual_seed(7))
+    assert torch.equal(first, again)
+    with pytest.raises(ValueError, match="optim.sampling.*allowed: shuffle, balanced"):
+        epoch_order(labels, "stratified", torch.Generator())
+
+
+def test_balanced_sampling_trains_deterministically(data):
+    cfg = tiny_config("optim.epochs=2", "optim.sampling=balanced")
+    first, again = train_fold(cfg, data, "s01"), train_fold(cfg, data, "s01")
+    assert np.array_equal(first.scores, again.scores)
+    assert first.history == again.history

@@ -112,16 +112,15 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-FEATURE_NORMS: tuple[str, ...] = ("none", "layer", "batch")
+FEATURE_NORMS: tuple[str, ...] = ("none", "layer")
 
 
 def feature_norm(kind: str, dim: int) -> nn.Module:
-    """A parameter-free norm over (B, dim) features: ``layer`` (LayerNorm), ``batch`` (BatchNorm
-    with running statistics for evaluation) or ``none`` (identity)."""
+    """The parameter-free norm that ends a branch (``model.feature_norm``): ``layer`` is a
+    LayerNorm without gain or bias over the last dimension (|F| stays sqrt(dim)), ``none`` the
+    identity."""
     if kind == "layer":
         return nn.LayerNorm(dim, elementwise_affine=False)
-    if kind == "batch":
-        return nn.BatchNorm1d(dim, affine=False)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"model.feature_norm: unknown {kind!r}; allowed: {', '.join(FEATURE_NORMS)}")

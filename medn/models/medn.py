@@ -26,12 +26,12 @@ INPUT_NORMS: tuple[str, ...] = ("none", "clip_rms", "fixed")
 
 
 def normalize_flows(flows: Tensor, kind: str, scale: float = 1.0, eps: float = 1e-6) -> Tensor:
-    """Scale a flow batch (B, T', 2, H, W): ``clip_rms`` divides each clip by the root-mean-square
-    of its own flows (so every clip enters with RMS 1, whatever its motion amplitude; no other
-    clip is used), ``fixed`` multiplies by ``scale``, ``none`` returns ``flows``."""
+    """Scale a flow batch (B, T', 2, H, W): ``clip_rms`` scales each clip so that the
+    root-mean-square of its own flows is ``scale`` (whatever its motion amplitude; no other clip
+    is used), ``fixed`` multiplies by ``scale``, ``none`` returns ``flows``."""
     if kind == "clip_rms":
         rms = flows.pow(2).mean(dim=tuple(range(1, flows.dim())), keepdim=True).sqrt()
-        return flows / (rms + eps)
+        return flows * (scale / (rms + eps))
     if kind == "fixed":
         return flows * scale
     if kind == "none":

@@ -3,11 +3,12 @@
 For a sparsity rate s, the G x G token grid of every frame is split into s x s non-overlapping
 spatial windows with time kept whole; each window (T' x G/s x G/s tokens) is attended on its
 own (eq. 2: the windows are batched as (B*s*s, tokens, dim) and share the block weights); the
-windows are put back in place (the concatenation of eq. 2), then LayerNorm, mean pooling and a
-linear map give F_k (B, D). One such branch per rate (eq. 3), each with its own weights, and
-F_e = sum_k gamma_k F_k with learnable gamma_k initialised to 1/K (eq. 4). s = 1 is exactly the
-plain ``VideoViT``. Token width = ``model.dim``; ``model.emotion`` gives patch size, depth,
-heads and MLP ratio.
+windows are put back in place (the concatenation of eq. 2), then LayerNorm, pooling
+(``model.emotion.pool``: the mean of all tokens, or one mean per frame with time kept), a linear
+map and the parameter-free ``model.feature_norm`` give F_k (B, D). One such branch per rate
+(eq. 3), each with its own weights, and F_e = sum_k gamma_k F_k with learnable gamma_k
+initialised to 1/K (eq. 4). s = 1 is exactly the plain ``VideoViT``. Token width =
+``model.dim``; ``model.emotion`` gives patch size, depth, heads, MLP ratio and pooling.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from medn.models.vit import VideoViT
 class SparseVideoViT(VideoViT):
     """A ``VideoViT`` whose attention runs within each of s x s spatial windows (eq. 2)."""
 
-    def __init__(self, *, rate: int, **kwargs: int | float) -> None:
+    def __init__(self, *, rate: int, **kwargs: int | float | str) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         if self.grid % rate:
             raise ValueError(f"sparsity rate {rate} does not divide the {self.grid}x{self.grid} "

@@ -69,8 +69,9 @@ class VideoViT(nn.Module):
 
     Each frame is cut into a G x G grid of ``patch`` x ``patch`` patches (G = size / patch) and
     embedded; learnable spatial (G*G) and temporal (T') position embeddings are added; the
-    T' x G x G tokens go through ``depth`` pre-norm blocks (``attend``); then LayerNorm, mean
-    pooling over all tokens and a linear map to (B, out_dim).
+    T' x G x G tokens go through ``depth`` pre-norm blocks (``attend``); then LayerNorm, pooling
+    (``pool="mean"``: the mean of all tokens; ``"time"``: the mean of each frame's tokens, the T'
+    frame vectors concatenated), a linear map to (B, out_dim) and ``out_norm`` (``feature_norm``).
     Subclasses change only ``attend`` (SEVit's windowed attention).
     """
 
@@ -108,8 +109,7 @@ class VideoViT(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, T', C, H, W) -> (B, out_dim)."""
         tokens = self.norm(self.attend(self.embed(x)))      # (B, T', G*G, dim)
-        if self.pool == "time":
-            pooled = tokens.mean(dim=2).flatten(1)  # one mean per frame, time kept
-        else:
-            pooled = tokens.mean(dim=(1, 2))
+        # "time": one mean per frame, the time course kept; "mean": one mean over everything
+        pooled = (tokens.mean(dim=2).flatten(1) if self.pool == "time"
+                  else tokens.mean(dim=(1, 2)))
         return self.out_norm(self.head(pooled))
