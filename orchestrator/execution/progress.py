@@ -108,3 +108,5 @@ class LiveProgress:
         if self._live is not None:
             self._live.__exit__(*exc)  # type: ignore[arg-type]
             self._live = None
+            if not self.console.is_terminal:
+                self.console.line()  # the last frame ends without a newline when piped
