@@ -197,6 +197,8 @@ def _display_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         rows.append([str(r["label"]), str(r["variant"]), _fmt(r["uf1"]), _fmt(r["uar"]),
                      _fmt(r["accuracy"]), f"{r['folds_done']}/{total}", str(r["status"]),
                      *(_fmt(r[c]) for c in paper_cols)])
+    if rows and all(row[0] == row[1] for row in rows):  # e.g. lambda-grid: no separate labels
+        return columns[1:] + paper_cols, [row[1:] for row in rows]
     return columns + paper_cols, rows
 
 
@@ -244,10 +246,11 @@ def to_rich(df: pd.DataFrame) -> Table:
                          min_width=min(widest, 12 if column == "variant" else 6) if text
                          else None)
     styles = {STATUS_COMPLETE: "green", STATUS_INCOMPLETE: "yellow", STATUS_PRUNED: "magenta"}
+    at = columns.index("status")
     for row in rows:
-        status = row[6]
+        status = row[at]
         cells = [escape(cell) for cell in row]
-        cells[6] = f"[{styles[status]}]{status}[/]" if status in styles else cells[6]
+        cells[at] = f"[{styles[status]}]{status}[/]" if status in styles else cells[at]
         table.add_row(*cells)
     return table
 
