@@ -80,3 +80,17 @@ def pooled_metrics(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> di
     labels = list(range(num_classes))
     return {"uf1": uf1(y_true, y_pred, labels), "uar": uar(y_true, y_pred, labels),
             "accuracy": accuracy(y_true, y_pred)}
+
+
+def fold_scores(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
+    """THE per-fold score of one held-out subject: ``{"uf1", "uar", "accuracy"}`` with UF1/UAR
+    averaged over the classes PRESENT in that subject's labels or predictions.
+
+    One subject rarely shows every class; averaging over all C classes would cap a subject that
+    shows one class at 1/C and make fold scores of different subjects incomparable. Pooled
+    metrics (``pooled_metrics``) average over all C. This one definition is used for the
+    per-epoch ``val/*`` history of ``medn.train``, the search's pruner and objective, and the
+    paired tests of reports.
+    """
+    return {"uf1": uf1(y_true, y_pred), "uar": uar(y_true, y_pred),
+            "accuracy": accuracy(y_true, y_pred)}
