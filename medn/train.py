@@ -169,15 +169,15 @@ def _predict(model: torch.nn.Module, flows: torch.Tensor, apex: torch.Tensor, ba
 
 def _val_metrics(y_true: np.ndarray, scores: np.ndarray, au_true: np.ndarray,
                  au_scores: np.ndarray) -> dict[str, float]:
-    """Held-out metrics of one epoch. UF1/UAR average over the classes present in the held-out
-    subject's labels or predictions (one subject rarely shows every class); the pooled
-    metrics over all folds average over every class of the protocol."""
+    """Held-out metrics of one epoch: the per-fold score ``medn.metrics.fold_scores`` (UF1/UAR
+    over the classes present in the held-out subject; the pooled metrics over all folds average
+    over every class of the protocol) and the AU F1."""
     from medn import metrics
 
-    y_pred = scores.argmax(axis=1)
+    fold = metrics.fold_scores(y_true, scores.argmax(axis=1))
     return {
-        "val/uf1": metrics.uf1(y_true, y_pred),
-        "val/uar": metrics.uar(y_true, y_pred),
+        "val/uf1": fold["uf1"],
+        "val/uar": fold["uar"],
         "val/au_f1": float(np.mean(metrics.per_au_f1(au_true, au_scores))),
     }
 
