@@ -36,7 +36,7 @@ from medn.config import (
     flatten_tree,
 )
 
-PaperRef = Literal["table5", "table6", "table7", "fig6"]
+PaperRef = Literal["table3", "table4", "table5", "table6", "table7", "fig6"]
 MetricName = Literal["uf1", "uar", "accuracy"]
 STUDY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+\-\[\]]*$")
