@@ -223,6 +223,10 @@ class StudySpec(_Strict):
     search: SearchSpec | None = None
     tasks: list[Literal[3, 4, 5, 7]] = Field(default_factory=lambda: [3], min_length=1)
     metric: MetricName = "uf1"
+    reference: str | None = Field(
+        None, description="the variant (name or label) every other one is compared with in "
+                          "reports (paired difference, bootstrap interval, Wilcoxon p-value)")
+    seeds: int = Field(1, ge=1, description="training seeds per variant (--seeds overrides)")
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -254,7 +258,24 @@ class StudySpec(_Strict):
                 if v.name in seen:
                     raise ValueError(f"variants: the name {v.name!r} is used twice")
                 seen.add(v.name)
+        if self.reference is not None:
+            if self.search is not None:
+                raise ValueError("reference: a search has no fixed variants to compare with")
+            variants = self.variants_for()
+            known = {v.name for v in variants} | {v.label for v in variants}
+            if self.reference not in known:
+                raise ValueError(f"reference: {self.reference!r} is not a variant (known: "
+                                 f"{', '.join(v.name for v in variants)})")
         return self
+
+    def reference_variant(self) -> str | None:
+        """The NAME of the reference variant (``reference`` may give its label), or None."""
+        if self.reference is None:
+            return None
+        for variant in self.variants_for():
+            if self.reference in (variant.name, variant.label):
+                return variant.name
+        return None
 
     @property
     def source(self) -> Path | None:
