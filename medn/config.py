@@ -3,27 +3,35 @@
 Where to change things:
 - a loss weight: ``LossConfig`` (``loss.lambda_au``, ``loss.lambda_orth``) or ``--set``;
 - a size the paper does not give (embedding width, depth, heads, patch size): ``ModelConfig``;
-- what a profile means: ``PROFILES`` below.
+- a motion backbone's own settings: its config class (``LEDConfig``, ``ResNetConfig``,
+  ``ViTConfig``), chosen by ``model.motion.backbone`` (a pydantic discriminated union);
+- what a profile means: ``PROFILES`` (and each backbone's ``profile_values``) below;
+- which settings are not the paper's: ``SWITCHES`` and ``deviations(cfg)``.
 
-A configuration is built as: the profile's defaults, then a YAML file, then ``key=value``
-overrides (``load_config``). Unknown keys and bad values are errors naming the field.
+The defaults of every class are the ``paper`` profile: what the paper states, plus our
+documented choices where it is silent (docs/model.md). A configuration is built as: the
+profile's values, then a YAML file, then ``key=value`` overrides (``load_config``). Unknown
+keys, bad values and non-finite numbers are errors naming the field.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DatasetName = Literal["synth", "casme2", "samm", "casme3a"]
-ProfileName = Literal["smoke", "quick", "paper"]
+ProfileName = Literal["smoke", "quick", "quick-paper", "stable", "paper"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: ``--set optim.lr=.inf`` is an error naming the field, not a run
+    # that logs loss 1.8e308 and reports itself complete
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -46,31 +54,172 @@ class DataConfig(_Strict):
         10, ge=1, description="an AU enters the AU head when at least this many clips show it")
 
 
-class MotionConfig(_Strict):
-    """The motion branch, supervised by AU detection (paper §III-A, Table VII)."""
+# ---------------------------------------------------------------------------------------------
+# Motion backbones: one config class each, discriminated by ``backbone``.
+# ---------------------------------------------------------------------------------------------
 
-    backbone: Literal["led", "resnet18", "resnet34", "vit_b16"] = "led"
-    width: int = Field(32, ge=4, description="base channel width of the conv backbones")
-    vit_dim: int = Field(768, ge=8, description="token width of vit_b16 (768 in ViT-B/16)")
-    vit_depth: int = Field(12, ge=1, description="blocks of vit_b16 (12 in ViT-B/16)")
-    vit_heads: int = Field(12, ge=1, description="heads of vit_b16 (12 in ViT-B/16)")
-    vit_patch: int = Field(16, ge=1, description="patch size of vit_b16 (16 in ViT-B/16)")
+class BackboneConfig(_Strict):
+    """What every motion-backbone configuration has: its registry name ``backbone``.
+
+    A subclass narrows ``backbone`` to its name(s) with a ``Literal`` and may give
+    ``profile_values`` (its fields' values per profile, e.g. smaller widths for ``quick``) and
+    ``problems`` (checks that need the rest of the configuration). Subclasses defined in this
+    module join the ``model.motion`` union automatically (``backbone_config_classes``).
+    """
+
+    backbone: str
+    profile_values: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @property
+    def uses_frames(self) -> bool:
+        """Whether the backbone reads the aligned frames rather than the flows."""
+        return False
+
+    def problems(self, cfg: MednConfig) -> list[str]:
+        """Reasons this backbone cannot be built with ``cfg`` (one line each, naming the field)."""
+        del cfg
+        return []
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+class LEDConfig(BackboneConfig):
+    """LED (Learnable Eulerian Dynamics, ref. [42]) as its authors built it (tvaranka/meb,
+    ``experiments/benchmarks/LED.ipynb``): the learnable Eulerian filter, two 3D conv layers each
+    followed by BN and Dropout3d, an MLP with dropout. The paper's default motion branch."""
+
+    backbone: Literal["led"] = "led"
+    width: int = Field(32, ge=1, description="channels of the first 3D conv (the second has "
+                       "twice as many); 32 and 64 in the original")
+    led_input: Literal["frames", "flow"] = Field(
+        "frames", description="what LED filters: 'frames' = the T aligned grayscale frames, as "
+        "the original LED and the paper's §V-B3 ('when using LED, we follow the original paper "
+        "and take the micro-expression video sequence as input directly'); 'flow' = the T-1 "
+        "flows of Fig. 3, with a zero-motion frame (the onset against itself) prepended so "
+        "that all T-1 flows reach the 3D convs")
+    led_denominator: Literal["signed", "abs"] = Field(
+        "signed", description="the filter's normaliser: 'signed' = x|W| + 1 as in the original "
+        "(exact for frames, x >= 0); 'abs' = |x||W| + 1 (never 0 on signed flow; a stabiliser)")
     led_grid: int = Field(
-        4, ge=1, description="led: the 3D-conv map is average-pooled to this GxG grid before the "
-        "MLP (the original LED flattened a 9x9 map of 64x64 input; pooling keeps 144x144 sane)")
+        4, ge=1, description="the 3D-conv map is average-pooled to this GxG grid before the "
+        "MLP (the original flattened a 9x9 map of 64x64 input; pooling keeps 144x144 sane)")
     led_drop_first: bool = Field(
-        True, description="led: drop the first (unfiltered, passed-through) frame before the "
-        "3D convs, as the original LED does")
+        True, description="drop the first (unfiltered, passed-through) frame before the 3D "
+        "convs, as the original LED does")
+    led_dropout3d: float = Field(
+        0.5, ge=0.0, lt=1.0, description="Dropout3d after each batch norm of the conv stack "
+        "(0.5 in the original)")
+    led_head_dropout: float = Field(
+        0.5, ge=0.0, lt=1.0, description="dropout between the MLP's layers (0.5 in the original)")
+    led_hidden: int = Field(256, ge=1, description="the MLP's hidden width (256 in the original)")
+    led_filter_lr: float | None = Field(
+        0.1, gt=0.0, le=1.0, description="learning rate of the filter's (alpha, r1, r2), their "
+        "own optimiser group (0.1 in the original); null = part of the motion group")
+    led_filter_lr_epoch: int = Field(
+        50, ge=1, description="the filter group's lr is multiplied by led_filter_lr_decay once, "
+        "after this many epochs (50 in the original)")
+    led_filter_lr_decay: float = Field(0.1, gt=0.0, le=1.0)
+
+    profile_values: ClassVar[dict[str, dict[str, Any]]] = {
+        "stable": {"led_denominator": "abs"},
+        # quick/smoke keep the configuration the synth quick run was tuned and measured with:
+        # LED on the flows, the |x||W| + 1 normaliser
+        "quick": {"width": 8, "led_hidden": 64, "led_denominator": "abs", "led_input": "flow"},
+        "quick-paper": {"width": 8, "led_hidden": 64},
+        "smoke": {"width": 4, "led_hidden": 32, "led_denominator": "abs", "led_input": "flow"},
+    }
+
+    @property
+    def uses_frames(self) -> bool:
+        """True when LED filters the aligned frames (``led_input: frames``)."""
+        return self.led_input == "frames"
+
+    def min_frames(self) -> int:
+        """The fewest T (sampled frames) the conv stack accepts: after the filter, dropping
+        the first frame leaves T-1 (or T) frames; conv t=2 then pool t=2 need at least 3."""
+        return 3 + int(self.led_drop_first)
+
+    def problems(self, cfg: MednConfig) -> list[str]:
+        """T must leave the 3D convs at least one time step."""
+        need = self.min_frames()
+        if cfg.data.frames < need:
+            return [f"data.frames: the led backbone needs at least {need} frames, "
+                    f"got {cfg.data.frames}"]
+        return []
+
+
+class ResNetConfig(BackboneConfig):
+    """ResNet-18/34 over the onset->apex flow (Table VII); standard width 64."""
+
+    backbone: Literal["resnet18", "resnet34"] = "resnet18"
+    width: int = Field(64, ge=1, description="base channel width (64 in the standard ResNet)")
+
+    profile_values: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"width": 8}, "quick-paper": {"width": 8}, "smoke": {"width": 4},
+    }
+
+
+class ViTConfig(BackboneConfig):
+    """ViT-B/16 over the onset->apex flow (Table VII)."""
+
+    backbone: Literal["vit_b16"] = "vit_b16"
+    vit_dim: int = Field(768, ge=8, description="token width (768 in ViT-B/16)")
+    vit_depth: int = Field(12, ge=1, description="blocks (12 in ViT-B/16)")
+    vit_heads: int = Field(12, ge=1, description="heads (12 in ViT-B/16)")
+    vit_patch: int = Field(16, ge=1, description="patch size (16 in ViT-B/16)")
+
+    profile_values: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"vit_dim": 48, "vit_depth": 2, "vit_heads": 2, "vit_patch": 12},
+        "quick-paper": {"vit_dim": 48, "vit_depth": 2, "vit_heads": 2, "vit_patch": 12},
+        "smoke": {"vit_dim": 16, "vit_depth": 1, "vit_heads": 2, "vit_patch": 8},
+    }
+
+    def problems(self, cfg: MednConfig) -> list[str]:
+        """The patch must tile the crop, the heads must divide the width."""
+        out = []
+        if cfg.data.size % self.vit_patch:
+            out.append(f"model.motion.vit_patch: {self.vit_patch} does not divide data.size "
+                       f"{cfg.data.size}; allowed: {_divisors(cfg.data.size)}")
+        if self.vit_dim % self.vit_heads:
+            out.append(f"model.motion.vit_heads: {self.vit_heads} heads do not divide "
+                       f"model.motion.vit_dim {self.vit_dim}; allowed: {_divisors(self.vit_dim)}")
+        return out
+
+
+def backbone_config_classes() -> dict[str, type[BackboneConfig]]:
+    """Every backbone name -> its config class (the subclasses of ``BackboneConfig``)."""
+    out: dict[str, type[BackboneConfig]] = {}
+    for cls in BackboneConfig.__subclasses__():
+        for name in get_args(cls.model_fields["backbone"].annotation):
+            if name in out:
+                raise TypeError(f"backbone {name!r} has two config classes: "
+                                f"{out[name].__name__} and {cls.__name__}")
+            out[name] = cls
+    return out
+
+
+MotionConfig = Annotated[
+    Union[tuple(dict.fromkeys(backbone_config_classes().values()))],  # noqa: UP007
+    Field(discriminator="backbone"),
+]
 
 
 class EmotionConfig(_Strict):
     """The emotion branch SEVit (eq. 2-4)."""
 
     sparsity_rates: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    grouping: Literal["contiguous", "strided"] = Field(
+        "contiguous", description="how eq. 2 groups the G x G token grid into s^2 sub-tensors: "
+        "'contiguous' = s x s blocks of neighbouring tokens (the text: 'divide the features "
+        "sequentially into s^2 non-overlapping sub-tensors'); 'strided' = tokens s apart, each "
+        "group spanning the whole face (the grouping of SparseViT, ref. [40], which the text "
+        "cites). Both equal the plain ViT at s = 1")
     patch_size: int = Field(9, ge=1, description="spatial patch size; 144/9 = a 16x16 token grid")
     depth: int = Field(2, ge=1, description="transformer blocks per sparsity branch")
     heads: int = Field(4, ge=1)
-    mlp_ratio: float = Field(2.0, gt=0)
+    mlp_ratio: float = Field(2.0, gt=0, le=64.0)
     pool: Literal["mean", "time"] = Field(
         "mean", description="how a branch's tokens become F_k (the paper does not say): 'time' "
         "averages each frame's tokens and maps the T' frame vectors, concatenated, to D (the "
@@ -92,32 +241,32 @@ class FusionConfig(_Strict):
     tokens: int = Field(4, ge=1, description="CoFM views each D-vector as this many tokens")
     heads: int = Field(2, ge=1)
     residual: bool = Field(
-        True, description="CoFM: F'_m = F_perp_m + MHA(F_perp_m, F_col,m) (likewise e), the usual "
-        "transformer residual; the paper does not say (false = the bare MHA output)")
+        False, description="CoFM: F'_m = F_perp_m + MHA(F_perp_m, F_col,m) (likewise e), the usual "
+        "transformer residual (a stabiliser; eq. 14's F' is the bare MHA output)")
 
 
 class ModelConfig(_Strict):
     """MEDN's sizes and parts. ``dim`` is D, the width of F_m, F_e and F_fusion."""
 
     dim: int = Field(128, ge=4)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="before the classifier")
     input_norm: Literal["none", "clip_rms", "fixed"] = Field(
         "none", description="how MEDN scales its input flows (the paper does not say): "
         "'clip_rms' scales each clip so that its own flows have root-mean-square "
         "model.input_scale (no other clip is looked at), 'fixed' multiplies every flow by "
         "model.input_scale, 'none' leaves them as computed (see docs/model.md for measurements)")
     input_scale: float = Field(
-        1.0, gt=0.0, description="the target RMS of 'clip_rms', the factor of 'fixed'")
+        1.0, gt=0.0, le=1e6, description="the target RMS of 'clip_rms', the factor of 'fixed'")
     feature_norm: Literal["none", "layer"] = Field(
-        "layer", description="a LayerNorm without learnable gain or bias at the end of the motion "
-        "branch (F_m, before the AU head) and of every SEVit branch (F_k); the paper does not say. "
-        "It keeps |F| at sqrt(D): without it the AU and orthogonal losses inflate |F_m| and |F_e| "
-        "and the classification gradient through eq. 5 (F / |F|) shrinks with 1 / |F|")
+        "none", description="'layer': a LayerNorm without learnable gain or bias at the end of "
+        "the motion branch (F_m, before the AU head) and of every SEVit branch (F_k), a "
+        "stabiliser the paper does not have. It keeps |F| at sqrt(D): without it the AU and "
+        "orthogonal losses inflate |F_m| and |F_e| and the classification gradient through "
+        "eq. 5 (F / |F|) shrinks with 1 / |F|")
     head_norm: bool = Field(
-        True, description="LayerNorm on F_fusion before dropout + the linear classifier (the "
-        "paper does not describe its classifier; F_perp has norm <= 1, so without a norm the "
-        "logits start tiny and learn slowly)")
-    motion: MotionConfig = Field(default_factory=MotionConfig)
+        False, description="LayerNorm on F_fusion before dropout + the linear classifier, a "
+        "stabiliser (F_perp has norm <= 1, so without a norm the logits start tiny)")
+    motion: MotionConfig = Field(default_factory=LEDConfig)
     emotion: EmotionConfig = Field(default_factory=EmotionConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
 
@@ -125,25 +274,30 @@ class ModelConfig(_Strict):
 class LossConfig(_Strict):
     """L_total = L_cls + lambda_au * L_au + lambda_orth * L_orth (eq. 16)."""
 
-    lambda_au: float = Field(1.0, ge=0.0)
-    lambda_orth: float = Field(1.0, ge=0.0)
-    focal_gamma: float = Field(2.0, ge=0.0)
-    orth_eps: float = Field(1e-6, gt=0.0)
+    lambda_au: float = Field(1.0, ge=0.0, le=1000.0)
+    lambda_orth: float = Field(1.0, ge=0.0, le=1000.0)
+    focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
+    orth_eps: float = Field(1e-6, gt=0.0, le=1.0)
+    orth_form: Literal["paper", "cosine"] = Field(
+        "paper", description="eq. 8: 'paper' = D <F_perp_m, F_perp_e>^2 as printed, which is "
+        "D alpha^2 (1 - alpha^2)^2 for alpha = cos(F_m, F_e) (zero for collinear features too); "
+        "'cosine' = D alpha^2 (zero only for orthogonal features)")
 
 
 class OptimConfig(_Strict):
     """AdamW and the motion branch's step decay (paper §IV-D)."""
 
-    lr: float = Field(1e-4, gt=0.0)
-    weight_decay: float = Field(1e-3, ge=0.0)
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-3, ge=0.0, le=1.0)
     batch_size: int = Field(128, ge=1)
-    epochs: int = Field(300, ge=1)
+    epochs: int = Field(300, ge=1, description="300 is OUR assumption: the paper gives no "
+                        "number of epochs (it decays the motion lr 'every 100 epochs')")
     motion_lr_step: int = Field(100, ge=1, description="epochs between motion-branch lr decays")
     motion_lr_decay: float = Field(0.1, gt=0.0, le=1.0)
     sampling: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="how an epoch's training clips are drawn: 'shuffle' = each once; "
-        "'balanced' = with replacement, each class about equally often (the paper's data are "
-        "imbalanced and its loss, eq. 15, has no class weights; it does not say how it sampled)")
+        "'balanced' = with replacement, each class about equally often (a stabiliser: the "
+        "paper's loss, eq. 15, has no class weights and it does not say how it sampled)")
     standardize_flows: bool = Field(
         False, description="divide every fold's flows by the standard deviation of its TRAINING "
         "clips' flows (one scalar per fold; the held-out subject is not looked at)")
@@ -165,33 +319,124 @@ class MednConfig(_Strict):
         return flatten_tree(self.model_dump(mode="json"))
 
 
-# What each profile changes from the paper defaults above. ``paper`` changes nothing.
-PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "quick": {
-        "data": {"size": 48, "synth_profile": "quick"},
-        "model": {
-            "dim": 32,
-            "motion": {"width": 8, "vit_dim": 48, "vit_depth": 2, "vit_heads": 2,
-                       "vit_patch": 12},
-            "emotion": {"patch_size": 6, "depth": 1, "heads": 2},
-        },
-        # Measured on synth quick (78 clips, 8 subjects, 3 classes 51/7/20), one CPU thread:
-        # ~7.5 s per fold; full MEDN pooled UF1 ~0.39-0.40 (majority class: 0.26; docs/model.md).
-        "optim": {"lr": 4e-3, "batch_size": 8, "epochs": 12, "sampling": "balanced"},
-    },
-    "smoke": {
-        "data": {"size": 32, "synth_profile": "smoke"},
-        "model": {
-            "dim": 16,
-            "motion": {"width": 4, "vit_dim": 16, "vit_depth": 1, "vit_heads": 2,
-                       "vit_patch": 8},
-            "emotion": {"patch_size": 4, "depth": 1, "heads": 2},
-            "fusion": {"tokens": 2},
-        },
-        "optim": {"lr": 1e-3, "batch_size": 16, "epochs": 2},
-    },
+# ---------------------------------------------------------------------------------------------
+# Profiles. The class defaults above ARE the paper profile; the others change only what they
+# list (nested dicts; a backbone's own values are in its ``profile_values``).
+# ---------------------------------------------------------------------------------------------
+
+# The stabilisers added so that MEDN learns on small data (synth): each is a switch that the
+# paper profile leaves off. ``stable`` = paper + these.
+STABILISERS: dict[str, Any] = {
+    "model": {"feature_norm": "layer", "head_norm": True, "fusion": {"residual": True}},
+    "optim": {"sampling": "balanced"},
 }
+
+_QUICK_SIZES: dict[str, Any] = {
+    "data": {"size": 48, "synth_profile": "quick"},
+    "model": {"dim": 32, "emotion": {"patch_size": 6, "depth": 1, "heads": 2}},
+    # Measured on synth quick (78 clips, 8 subjects, 3 classes 51/7/20), one CPU thread:
+    # ~7.5 s per fold; full MEDN pooled UF1 ~0.39-0.40 (majority class: 0.26; docs/model.md).
+    "optim": {"lr": 4e-3, "batch_size": 8, "epochs": 12},
+}
+
+_SMOKE_SIZES: dict[str, Any] = {
+    "data": {"size": 32, "synth_profile": "smoke"},
+    "model": {"dim": 16, "emotion": {"patch_size": 4, "depth": 1, "heads": 2},
+              "fusion": {"tokens": 2}},
+    "optim": {"lr": 1e-3, "batch_size": 16, "epochs": 2, "sampling": "shuffle"},
+}
+
+
+def _merged(*trees: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tree in trees:
+        out = deep_merge(out, tree)
+    return out
+
+
+PROFILES: dict[str, dict[str, Any]] = {}  # filled below, once deep_merge is defined
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A setting on which a configuration may depart from the paper: its dotted ``key``, what
+    it does when changed, and what the paper says (for ``docs/model.md`` and reports)."""
+
+    key: str
+    what: str
+    paper: str
+
+
+SWITCHES: tuple[Switch, ...] = (
+    Switch("model.feature_norm", "LayerNorm (no gain/bias) ending the motion branch and every "
+           "SEVit branch", "none: F_m and F_k go straight into eq. 5"),
+    Switch("model.head_norm", "LayerNorm on F_fusion before the classifier",
+           "none: 'The fused feature F_fusion for final classification prediction'"),
+    Switch("model.fusion.residual", "F' = F_perp + MHA(...) in CoFM",
+           "eq. 14 fuses the MHA outputs F'_m, F'_e; no residual is described"),
+    Switch("optim.sampling", "class-balanced sampling with replacement",
+           "not described; focal loss (eq. 15) 'to alleviate the severe sample imbalance'"),
+    Switch("optim.standardize_flows", "flows divided by the training clips' std",
+           "not described"),
+    Switch("model.input_norm", "per-clip or fixed rescaling of the flows", "not described"),
+    Switch("model.motion.led_denominator", "LED normaliser |x||W| + 1 instead of x|W| + 1",
+           "LED as in ref. [42], whose code divides by x|W| + 1"),
+    Switch("model.motion.led_input", "LED on the flow sequence instead of the frames",
+           "§V-B3: 'when using LED, we follow the original paper and take the micro-expression "
+           "video sequence as input directly' (Fig. 3 draws flow)"),
+    Switch("model.motion.led_dropout3d", "Dropout3d rate after LED's batch norms",
+           "LED as in ref. [42]: Dropout3d(0.5)"),
+    Switch("model.motion.led_head_dropout", "dropout rate in LED's MLP",
+           "LED as in ref. [42]: dropout 0.5"),
+    Switch("model.motion.led_filter_lr", "learning rate of LED's (alpha, r1, r2)",
+           "LED as in ref. [42]: their own group, lr 0.1, x0.1 at epoch 50"),
+    Switch("model.emotion.grouping", "SEVit groups tokens s apart (SparseViT) instead of in "
+           "contiguous windows",
+           "eq. 2: 'divide the features sequentially into s^2 non-overlapping sub-tensors' "
+           "N_i of size T x H/s x W/s"),
+    Switch("loss.orth_form", "L_orth = D alpha^2 instead of eq. 8 as printed",
+           "eq. 8: L_orth = D <F_perp_m, F_perp_e>^2"),
+)
+
+
+def _lookup(tree: dict[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def paper_value(key: str, backbone: str | None = None) -> Any:
+    """The value of dotted ``key`` in the ``paper`` profile (for ``backbone``'s motion keys)."""
+    tree = {"profile": "paper"}
+    if backbone is not None:
+        tree["model"] = {"motion": {"backbone": backbone}}
+    found, value = _lookup(build_config(tree).model_dump(mode="json"), key)
+    if not found:
+        raise KeyError(f"{key}: not a key of the paper profile's configuration")
+    return value
+
+
+def deviations(cfg: MednConfig) -> list[str]:
+    """The non-paper switches ``cfg`` uses, as ``"key=value"`` in ``SWITCHES`` order (empty for
+    the paper profile). Sizes (widths, epochs, lr) are not listed: they are in the params."""
+    ours = cfg.model_dump(mode="json")
+    paper = build_config({"profile": "paper", "model": {
+        "motion": {"backbone": cfg.model.motion.backbone}}}).model_dump(mode="json")
+    out = []
+    for switch in SWITCHES:
+        found, value = _lookup(ours, switch.key)
+        if found and value != _lookup(paper, switch.key)[1]:
+            out.append(f"{switch.key}={_format(value)}")
+    return out
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
 
 
 class ConfigError(ValueError):
@@ -219,6 +464,28 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+PROFILES.update({
+    "paper": {},
+    "stable": _merged(STABILISERS),
+    "quick": _merged(STABILISERS, _QUICK_SIZES),
+    # the paper's switches at quick's sizes: quick and quick-paper differ only by the switches
+    "quick-paper": _merged(_QUICK_SIZES),
+    "smoke": _merged(STABILISERS, _SMOKE_SIZES),
+})
+
+
+def section_models(annotation: Any) -> list[type[BaseModel]]:
+    """The configuration classes a field's annotation holds: ``[DataConfig]`` for a section,
+    every backbone class for the ``model.motion`` union, ``[]`` for a value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) is Annotated:
+        return section_models(get_args(annotation)[0])
+    members = [a for a in get_args(annotation)
+               if isinstance(a, type) and issubclass(a, BaseModel)]
+    return members if get_origin(annotation) is Union and members else []
 
 
 def dotted_to_tree(flat: dict[str, Any]) -> dict[str, Any]:
@@ -260,10 +527,24 @@ def overrides_to_tree(overrides: list[str] | dict[str, Any] | None) -> dict[str,
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
+    backbones = backbone_config_classes()
     for item in err.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        loc = list(item["loc"])
+        backbone = None
+        # the motion union puts the backbone's tag into the location: model.motion.led.width
+        if loc[:2] == ["model", "motion"] and len(loc) > 2 and loc[2] in backbones:
+            backbone = str(loc.pop(2))
+        field = ".".join(str(p) for p in loc) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {field}: unknown key")
+            hint = ""
+            if backbone is not None:
+                known = [k for k in backbones[backbone].model_fields if k != "backbone"]
+                hint = f" for backbone {backbone!r} (its keys: {', '.join(known)})"
+            lines.append(f"  {field}: unknown key{hint}")
+        elif item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            lines.append(f"  {field}.backbone: unknown backbone "
+                         f"{item.get('ctx', {}).get('tag', '?')!r}; "
+                         f"allowed: {', '.join(sorted(backbones))}")
         else:
             lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
@@ -277,10 +558,30 @@ def build_config(tree: dict[str, Any], source: str = "configuration") -> MednCon
                           f"allowed: {', '.join(PROFILES)}")
     merged = deep_merge(PROFILES[profile], tree)
     merged["profile"] = profile
+    _apply_backbone_profile(merged, profile)
     try:
         return MednConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def _apply_backbone_profile(tree: dict[str, Any], profile: str) -> None:
+    """Put the chosen backbone's own ``profile_values`` under ``tree["model"]["motion"]`` (the
+    user's keys win) and name the backbone (the union's discriminator; default ``led``)."""
+    model = tree.get("model")
+    if model is None:
+        model = tree["model"] = {}
+    if not isinstance(model, dict):
+        return  # pydantic reports the bad section
+    motion = model.get("motion")
+    if motion is None:
+        motion = model["motion"] = {}
+    if not isinstance(motion, dict):
+        return
+    name = motion.setdefault("backbone", "led")
+    cls = backbone_config_classes().get(name) if isinstance(name, str) else None
+    if cls is not None:
+        model["motion"] = deep_merge(cls.profile_values.get(profile, {}), motion)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

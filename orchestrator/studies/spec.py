@@ -34,6 +34,7 @@ from medn.config import (
     deep_merge,
     dotted_to_tree,
     flatten_tree,
+    section_models,
 )
 
 PaperRef = Literal["table3", "table4", "table5", "table6", "table7", "fig6"]
@@ -317,21 +318,23 @@ def config_key_problem(key: str) -> str | None:
     """Why ``key`` is not a settable dotted field of ``MednConfig`` (None when it is)."""
     if key in RESERVED_KEYS:
         return f"set by the command's {RESERVED_KEYS[key]} flag, not by a study spec"
-    model: type[BaseModel] = MednConfig
+    # a section may be a union (model.motion: one config class per backbone): a key is
+    # settable if any member has it; the variant's own check names the backbone
+    models: list[type[BaseModel]] = [MednConfig]
     parts = key.split(".")
     for i, part in enumerate(parts):
-        fields = model.model_fields
+        fields = {name: f for m in models for name, f in m.model_fields.items()}
         if part not in fields:
             where = ".".join(parts[:i]) or "the configuration"
             return f"unknown key (no field {part!r} in {where}; known: {', '.join(fields)})"
-        annotation = fields[part].annotation
-        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        members = section_models(fields[part].annotation)
+        is_section = bool(members)
         if i < len(parts) - 1 and not is_section:
             return f"{'.'.join(parts[: i + 1])} is a value, not a section"
         if i == len(parts) - 1 and is_section:
             return "names a whole section; give its fields as dotted keys"
         if is_section:
-            model = annotation
+            models = members
     return None
 
 
