@@ -18,8 +18,7 @@ from helpers_astronaut import (
 )
 
 from medn.data.face import (
-    EYE_X,
-    EYE_Y,
+    CROP_MARGIN,
     detect_faces,
     fit_alignment,
     landmark_model_path,
@@ -54,14 +53,22 @@ def test_largest_of_two_face_like_regions_is_the_face(tmp_path: Path) -> None:
     assert face[3] < 250 and all(b[1] > 300 for b in boxes if b != face)
 
 
-def test_alignment_puts_the_eyes_level_at_their_places() -> None:
+def test_alignment_levels_the_eyes_and_frames_the_landmarks_with_the_margin() -> None:
     gray = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY)
-    matrix, _box = fit_alignment(gray, SIZE)
+    fit = fit_alignment(gray, SIZE)
     pts = landmarks(gray, largest_face(gray))
-    eyes = np.stack([pts[36:42].mean(0), pts[42:48].mean(0)])
-    mapped = eyes @ matrix[:, :2].T + matrix[:, 2]
-    expected = np.array([[EYE_X * SIZE, EYE_Y * SIZE], [(1 - EYE_X) * SIZE, EYE_Y * SIZE]])
-    np.testing.assert_allclose(mapped, expected, atol=1e-6)
+    mapped = pts @ fit.matrix[:, :2].T + fit.matrix[:, 2]
+    eyes = np.stack([mapped[36:42].mean(0), mapped[42:48].mean(0)])
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 1e-6 and eyes[0, 0] < eyes[1, 0]
+    # A full frame has room around the face: the whole margin is used, nothing lies outside.
+    assert fit.margin == CROP_MARGIN and fit.outside_share < 1e-4
+    low, high = mapped.min(0), mapped.max(0)
+    side = max(high - low)
+    assert side == pytest.approx(SIZE / (1 + 2 * CROP_MARGIN), rel=1e-6)
+    assert (low >= SIZE * CROP_MARGIN / (1 + 2 * CROP_MARGIN) - 1e-6).all()
+    assert (high <= SIZE - SIZE * CROP_MARGIN / (1 + 2 * CROP_MARGIN) + 1e-6).all()
+    assert fit.interocular_px == pytest.approx(
+        np.hypot(*(pts[42:48].mean(0) - pts[36:42].mean(0))))
 
 
 def test_no_face_in_a_blank_frame() -> None:
@@ -109,7 +116,7 @@ def test_pipeline_on_frames_directly(tmp_path: Path) -> None:
     assert frames.shape == (8, SIZE, SIZE) and frames.dtype == np.uint8
     flows = sequence_flow(frames)
     assert flows.shape == (7, 2, SIZE, SIZE)
-    matrix, _ = fit_alignment(cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE), SIZE)
+    matrix = fit_alignment(cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE), SIZE).matrix
     _check_motion(flows, matrix)
 
 
@@ -122,5 +129,5 @@ def test_pipeline_through_the_casme2_folder_layout(tmp_path: Path) -> None:
     assert outcome.status == "computed", outcome.reason
     assert outcome.flow.shape == (7, 2, SIZE, SIZE) and outcome.flow.dtype == np.float16
     assert outcome.frame_numbers == tuple(range(40, 48))
-    matrix, _ = fit_alignment(cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE), SIZE)
+    matrix = fit_alignment(cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE), SIZE).matrix
     _check_motion(outcome.flow, matrix)

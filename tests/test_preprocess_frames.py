@@ -10,6 +10,7 @@ import pytest
 
 from medn.data.frames import (
     FrameError,
+    anchor_apex,
     clip_folder,
     frame_number,
     list_frames,
@@ -21,9 +22,10 @@ from medn.data.records import ClipRecord
 
 
 def _record(dataset: str, subject: str, video: str, onset: int, offset: int,
-            clip: str | None = None) -> ClipRecord:
+            clip: str | None = None, apex: int | None = None) -> ClipRecord:
     return ClipRecord(dataset=dataset, subject=subject, clip=clip or video, video=video,
-                      emotion="others", aus=frozenset(), onset=onset, apex=None, offset=offset)
+                      emotion="others", aus=frozenset(), onset=onset, apex=apex, offset=offset,
+                      row=7)
 
 
 def _touch_jpgs(folder: Path, names: list[str]) -> None:
@@ -87,11 +89,53 @@ def test_sampling_rounds_halves_up_and_keeps_the_ends() -> None:
         assert len(set(picks)) == 8 and picks[0] == 0 and picks[-1] == count - 1
 
 
-def test_too_few_frames(tmp_path: Path) -> None:
-    rec = _record("casme2", "02", "EP01", 10, 15)
-    _touch_jpgs(tmp_path / "sub02" / "EP01", [f"img{n}.jpg" for n in range(10, 16)])
-    with pytest.raises(FrameError, match="too few frames: 6 between onset and offset, 8 needed"):
-        sample_clip_frames(rec, tmp_path, 8)
+def test_short_clips_repeat_frames_in_time_order(tmp_path: Path) -> None:
+    # CAS(ME)^3 spNO.10/f spans frames 278-280: 3 frames for T = 8.
+    assert sample_positions(3, 8) == [0, 0, 1, 1, 1, 1, 2, 2]
+    for count in range(2, 8):
+        picks = sample_positions(count, 8)
+        assert sorted(picks) == picks and set(picks) == set(range(count))
+    rec = _record("casme3a", "spNO.10", "f", 278, 280, clip="f_278", apex=279)
+    _touch_jpgs(tmp_path / "spNO.10" / "f" / "color", [f"{n}.jpg" for n in range(270, 290)])
+    sampled = sample_clip_frames(rec, tmp_path, 8)
+    assert sampled.numbers == (278, 278, 279, 279, 279, 279, 280, 280)
+    with pytest.raises(FrameError, match="too few frames: 1 between onset and offset"):
+        sample_positions(1, 8)
+
+
+def test_apex_frame_is_sampled_itself(tmp_path: Path) -> None:
+    _touch_jpgs(tmp_path / "sub01" / "EP02_01f", [f"img{n}.jpg" for n in range(40, 90)])
+    plain = sample_clip_frames(_record("casme2", "01", "EP02_01f", 46, 86), tmp_path, 8)
+    assert plain.numbers == (46, 52, 57, 63, 69, 75, 80, 86)
+    # CASME II EP02_01f: apex 59 lies between the sampled 57 and 63; 57 is replaced by it.
+    anchored = sample_clip_frames(_record("casme2", "01", "EP02_01f", 46, 86, apex=59),
+                                  tmp_path, 8)
+    assert anchored.numbers == (46, 52, 59, 63, 69, 75, 80, 86)
+    assert anchored.paths[2].name == "img59.jpg"
+    # apex = onset, an apex already sampled, or one not on disk: unchanged
+    assert anchor_apex([46, 52, 57], 46, set(range(40, 90))) == [46, 52, 57]
+    assert anchor_apex([46, 52, 57], 52, set(range(40, 90))) == [46, 52, 57]
+    assert anchor_apex([46, 52, 57], 50, {46, 52, 57}) == [46, 52, 57]
+    # next to the onset, the first frame after it is replaced (ties go to the earlier)
+    assert anchor_apex([10, 20, 30], 11, set(range(10, 31))) == [10, 11, 30]
+    assert anchor_apex([10, 20, 30], 25, set(range(10, 31))) == [10, 25, 30]
+    for apex in range(47, 86):
+        picks = anchor_apex(list(plain.numbers), apex, set(range(40, 90)))
+        assert apex in picks and picks == sorted(set(picks)) and len(picks) == 8
+
+
+@pytest.mark.parametrize(("subject", "video"), [
+    ("01", "../../outside"), ("01", "/etc"), ("..", "EP01"), ("01", "a/../../b"), ("01", ".."),
+])
+def test_sheet_names_cannot_leave_the_data_root(tmp_path: Path, subject: str,
+                                                video: str) -> None:
+    root = tmp_path / "data"
+    _touch_jpgs(tmp_path / "outside", [f"img{n}.jpg" for n in range(1, 20)])
+    root.mkdir()
+    rec = _record("samm", subject, video, 1, 18)
+    with pytest.raises(FrameError, match=r"sheet row 7: .* is not a plain folder name; frame "
+                                         r"folders must lie inside --data-root"):
+        sample_clip_frames(rec, root, 8)
 
 
 def test_gaps_are_skipped_but_onset_and_offset_must_exist(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ If no AU reaches the threshold (tiny synthetic profiles) the threshold is lowere
 of the most frequent AU, so there is always at least one AU.
 
 A partial dataset is never used silently: if any clip fails, ``prepare_dataset`` raises
-``PreparationError`` listing every failed clip and its reason, unless ``allow_missing=True``
-(then the failed clips are left out, and the digest says which clips are in).
+``PreparationError`` listing every failed clip and its reason (``err.failed``: ``MissingClip``s),
+unless ``allow_missing=True``: then the failed clips are left out, ``PreparedDataset.missing``
+says which and why, and the digest covers only the clips kept.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 import torch
 
 from medn.config import DataConfig
-from medn.data.prepared import PreparedDataset
+from medn.data.cache import CacheEntryError
+from medn.data.prepared import MissingClip, PreparedDataset
 from medn.data.preprocess import (
     ClipOutcome,
     PreprocessParams,
@@ -38,7 +40,14 @@ from medn.data.records import ClipRecord, RowIssue
 
 
 class PreparationError(RuntimeError):
-    """Clips could not be prepared; the message lists each one with its reason."""
+    """Clips could not be prepared; the message lists each one with its reason.
+
+    ``failed`` holds the failed clips (empty for errors that concern the whole dataset).
+    """
+
+    def __init__(self, message: str, failed: Sequence[MissingClip] = ()) -> None:
+        super().__init__(message)
+        self.failed = list(failed)
 
 
 @dataclass
@@ -56,6 +65,10 @@ class Preparation:
     def failed(self) -> list[ClipOutcome]:
         """The clips that could not be prepared."""
         return [o for o in self.outcomes if o.status == "failed"]
+
+    def missing(self) -> list[MissingClip]:
+        """The failed clips as ``MissingClip`` (clip, sheet row, reason), in sheet order."""
+        return [MissingClip(o.record.key, o.record.row, o.reason or "") for o in self.failed]
 
     def count(self, status: str) -> int:
         """How many clips ended with ``status`` (``computed``, ``cached`` or ``failed``)."""
@@ -95,9 +108,12 @@ def prepare_clips(data_cfg: DataConfig, progress: Callable[[int, int], None] | N
              if data_cfg.dataset == "synth" else None)
     if data_cfg.dataset != "synth" and not Path(data_cfg.data_root).is_dir():
         raise PreparationError(f"--data-root {data_cfg.data_root}: no such folder")
-    outcomes = preprocess_clips(labelled.records, preprocess_params(data_cfg),
-                                Path(data_cfg.cache_dir), data_root=data_cfg.data_root,
-                                synth=synth, workers=workers, progress=progress)
+    try:
+        outcomes = preprocess_clips(labelled.records, preprocess_params(data_cfg),
+                                    Path(data_cfg.cache_dir), data_root=data_cfg.data_root,
+                                    synth=synth, workers=workers, progress=progress)
+    except CacheEntryError as err:
+        raise PreparationError(str(err)) from None
     return Preparation(data_cfg, tuple(labelled.classes), list(labelled.records),
                        list(labelled.labels), outcomes,
                        sheet_excluded + list(labelled.excluded))
@@ -115,8 +131,10 @@ def select_aus(au_sets: Sequence[frozenset[int]], min_count: int) -> tuple[int, 
 def apex_index(record: ClipRecord, frame_numbers: Sequence[int], flow: np.ndarray) -> int:
     """The apex as an index into the T-1 flows.
 
-    The annotated apex maps to the nearest sampled frame after the first (ties: the earlier);
-    without an annotated apex, the flow frame of largest mean flow magnitude.
+    The annotated apex maps to the nearest sampled frame after the first (ties: the earlier).
+    Sampling puts the annotated apex frame itself among the sampled frames when it is on disk
+    (``medn.data.frames.anchor_apex``), so this is then the flow onset -> annotated apex.
+    Without an annotated apex: the flow frame of largest mean flow magnitude.
     """
     if record.apex is not None and len(frame_numbers) == flow.shape[0] + 1:
         distances = [abs(n - record.apex) for n in frame_numbers[1:]]
@@ -140,13 +158,13 @@ def assemble(prep: Preparation, allow_missing: bool = False) -> PreparedDataset:
     if failed and not allow_missing:
         raise PreparationError(
             f"{len(failed)} of {len(prep.outcomes)} {cfg.dataset} clips could not be prepared "
-            f"(pass allow_missing=True / --allow-missing to train without them):\n"
-            + failure_report(failed))
+            f"(pass --allow-missing, or allow_missing=True, to train without them):\n"
+            + failure_report(failed), prep.missing())
     kept = [(o, label) for o, label in zip(prep.outcomes, prep.labels, strict=True)
             if o.status != "failed"]
     if not kept:
         raise PreparationError(f"no {cfg.dataset} clip could be prepared:\n"
-                               + failure_report(failed))
+                               + failure_report(failed), prep.missing())
     au_numbers = select_aus([o.record.au_numbers for o, _ in kept], cfg.au_min_count)
     au_names = tuple(f"AU{n}" for n in au_numbers)
     flows = torch.from_numpy(np.stack([o.flow for o, _ in kept]).astype(np.float16, copy=False))
@@ -155,6 +173,8 @@ def assemble(prep: Preparation, allow_missing: bool = False) -> PreparedDataset:
                        dtype=torch.float32).reshape(len(kept), len(au_numbers))
     apex = torch.tensor([apex_index(o.record, o.frame_numbers, o.flow) for o, _ in kept],
                         dtype=torch.int64)
+    frames = torch.from_numpy(np.stack([o.frames for o, _ in kept]).astype(np.uint8, copy=False))
+    qc = tuple({"clip": o.record.key, **o.qc} for o, _ in kept)
     payload = {"dataset": cfg.dataset, "task": cfg.task, "classes": list(prep.classes),
                "au_names": list(au_names), "params": preprocess_params(cfg).as_dict(),
                "clips": [[o.record.key, o.key, label] for o, label in kept]}
@@ -162,7 +182,8 @@ def assemble(prep: Preparation, allow_missing: bool = False) -> PreparedDataset:
     return PreparedDataset(
         name=cfg.dataset, task=cfg.task, classes=prep.classes, au_names=au_names, flows=flows,
         labels=labels, aus=aus, apex=apex, subjects=tuple(o.record.subject for o, _ in kept),
-        clips=tuple(o.record.key for o, _ in kept), digest=digest)
+        clips=tuple(o.record.key for o, _ in kept), digest=digest, frames=frames, qc=qc,
+        missing=tuple(prep.missing()))
 
 
 def prepare_dataset(data_cfg: DataConfig, progress: Callable[[int, int], None] | None = None,

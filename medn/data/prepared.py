@@ -23,6 +23,19 @@ class Fold:
 
 
 @dataclass(frozen=True)
+class MissingClip:
+    """A clip of the dataset that could not be prepared: ``subject/clip``, sheet row, reason."""
+
+    clip: str
+    row: int
+    reason: str
+
+    def as_dict(self) -> dict[str, str | int]:
+        """``{"clip", "row", "reason"}`` (the shape ``medn data prepare --json`` prints)."""
+        return {"clip": self.clip, "row": self.row, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class PreparedDataset:
     """All clips of one dataset under one label protocol, as tensors.
 
@@ -32,6 +45,10 @@ class PreparedDataset:
     float32 0/1 presence of each AU in ``au_names``; ``apex`` (N,) int64 index into the T-1
     flow frames of the apex (annotated, else the frame of largest mean flow magnitude).
     ``digest`` identifies the exact data (clips, labels, flows, preprocessing parameters).
+    ``frames`` (N, T, H, W) uint8: the aligned grayscale frames the flows come from
+    (``flows[:, t]`` is ``frames[:, 0]`` -> ``frames[:, t + 1]``); ``None`` only when built
+    without them. ``qc`` one quality record per clip (``medn.data.qc``); ``missing`` the clips
+    left out because they failed (empty unless prepared with ``allow_missing``).
     """
 
     name: str
@@ -45,6 +62,9 @@ class PreparedDataset:
     subjects: tuple[str, ...]
     clips: tuple[str, ...]
     digest: str
+    frames: torch.Tensor | None = None
+    qc: tuple[dict, ...] = ()
+    missing: tuple[MissingClip, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.subjects)
@@ -53,6 +73,11 @@ class PreparedDataset:
             if value.shape[0] != n:
                 raise ValueError(f"PreparedDataset.{name} has {value.shape[0]} rows, "
                                  f"expected {n} (one per clip)")
+        if self.frames is not None and self.frames.shape[0] != n:
+            raise ValueError(f"PreparedDataset.frames has {self.frames.shape[0]} rows, "
+                             f"expected {n} (one per clip)")
+        if self.qc and len(self.qc) != n:
+            raise ValueError(f"PreparedDataset.qc has {len(self.qc)} entries, expected {n}")
         if len(self.clips) != n:
             raise ValueError(f"PreparedDataset.clips has {len(self.clips)} entries, expected {n}")
 
