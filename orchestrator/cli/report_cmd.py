@@ -35,8 +35,15 @@ def report_command(
                   f"`medn study {escape(study)}` first, or pass --tracking-uri", highlight=False,
                   soft_wrap=True)
         raise typer.Exit(1)
+    from orchestrator.main_results import main_results_spec, main_results_table
+    from orchestrator.main_results import render as render_main_results
+
+    main_spec = main_results_spec(study)  # Tables III/IV: every dataset and task of the study
     try:
-        df = study_table(uri, study, dataset, task)
+        if main_spec is not None:
+            df, render = main_results_table(uri, main_spec), render_main_results
+        else:
+            df = study_table(uri, study, dataset, task)
     except ReportError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

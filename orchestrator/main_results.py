@@ -1,0 +1,330 @@
+"""The paper's main-results tables (III and IV), assembled from every experiment of a study.
+
+A main-results study runs once per dataset (each with its own ``--dataset``, ``--annotations``
+and ``--data-root``) and per task, so its results live in several MLflow experiments
+``<study>/<dataset>-<task>class``. ``main_results_table`` finds them all and builds the paper's
+table: the other methods' published numbers as labelled reference rows (not trained here),
+MEDN's published row, and ours (pooled LOSO UF1/UAR of the newest parent run of each variant,
+only when complete). ``render`` prints it as a rich table, markdown or CSV.
+
+- Table III (spec ``paper: table3``): one row per method, columns CASME II, SAMM and their
+  Average (UF1, UAR); our Average only when both datasets are complete. A dataset that is not
+  in the paper's table (e.g. ``synth``) gets its own columns and a note.
+- Table IV (``paper: table4``): one block per task (3, 4, 7 classes and any other task found),
+  one row per method and, for ours, per dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from orchestrator.paper_numbers import (
+    MAIN_RESULTS_PAPERS,
+    PAPER_DATASET,
+    PAPER_DATASET_LABEL,
+    PAPER_TITLES,
+    TABLE3_AVERAGE,
+    TABLE3_DATASETS,
+    TABLE3_MEDN,
+    TABLE3_OTHERS,
+    TABLE4,
+    TABLE4_OTHERS,
+)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from orchestrator.studies.spec import StudySpec
+
+KIND_REFERENCE = "published"
+KIND_PAPER = "paper"
+KIND_OURS = "ours"
+TAG_PROFILE = "medn.profile"
+DATASET_LABELS: dict[str, str] = {**TABLE3_DATASETS, PAPER_DATASET: PAPER_DATASET_LABEL,
+                                  "synth": "synth"}
+
+
+class MainResultsError(ValueError):
+    """A study that is not a main-results study (the message says which are)."""
+
+
+def is_main_results(spec: StudySpec | None) -> bool:
+    """Whether ``spec`` reproduces Table III or IV (its report is the assembled table)."""
+    return spec is not None and spec.paper in MAIN_RESULTS_PAPERS
+
+
+def study_experiments(client: Any, study: str) -> dict[tuple[str, int], Any]:
+    """Every active MLflow experiment of ``study``, keyed by (dataset, task), parsed from the
+    name ``<study>/<dataset>-<task>class``."""
+    pattern = re.compile(rf"^{re.escape(study)}/(?P<dataset>.+)-(?P<task>\d+)class$")
+    found: dict[tuple[str, int], Any] = {}
+    token = None
+    while True:
+        page = client.search_experiments(filter_string=f"name LIKE '{study}/%'",
+                                         max_results=1000, page_token=token)
+        for exp in page:
+            match = pattern.match(exp.name)
+            if match:
+                found[(match["dataset"], int(match["task"]))] = exp
+        token = page.token
+        if not token:
+            return found
+
+
+def _ours(tracking_uri: str, client: Any, spec: StudySpec, dataset: str,
+          task: int) -> list[dict[str, Any]]:
+    """Our rows on one dataset and task: one per variant, from the report's per-experiment
+    table (newest parent of each variant; scores only when every fold finished)."""
+    from orchestrator.report import study_table
+
+    df = study_table(tracking_uri, spec.name, dataset, task, spec=spec)
+    rows = []
+    for _, r in df.iterrows():
+        profile = ""
+        if r["run_id"]:
+            profile = client.get_run(r["run_id"]).data.tags.get(TAG_PROFILE, "")
+        total = "?" if pd.isna(r["folds_total"]) else str(r["folds_total"])
+        rows.append({"label": str(r["label"]), "variant": str(r["variant"]),
+                     "uf1": float(r["uf1"]), "uar": float(r["uar"]),
+                     "status": str(r["status"]), "folds": f"{r['folds_done']}/{total}",
+                     "profile": profile})
+    return rows
+
+
+def _ours_name(label: str, profiles: set[str]) -> str:
+    known = sorted(p for p in profiles if p)
+    return f"{label} (ours, profile {', '.join(known)})" if known else f"{label} (ours)"
+
+
+def _dataset_label(dataset: str) -> str:
+    return DATASET_LABELS.get(dataset, dataset)
+
+
+def _run_hint(spec: StudySpec) -> str:
+    datasets = list(TABLE3_DATASETS) if spec.paper == "table3" else [PAPER_DATASET]
+    return "; ".join(f"medn study {spec.name} --profile paper --dataset {d} --annotations SHEET "
+                     f"--data-root FRAMES" for d in datasets)
+
+
+def _table3(tracking_uri: str, client: Any, spec: StudySpec,
+            experiments: dict[tuple[str, int], Any]) -> pd.DataFrame:
+    paper_sets = list(TABLE3_DATASETS)
+    found = sorted({d for d, t in experiments if t == 3})
+    datasets = paper_sets + [d for d in found if d not in paper_sets]
+    columns = ["method", "kind", "apex", *(f"{d}_{m}" for d in [*datasets, TABLE3_AVERAGE]
+                                           for m in ("uf1", "uar")), "status"]
+    rows: list[dict[str, Any]] = []
+
+    def published(ref: Any, kind: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"method": ref.method, "kind": kind,
+                               "apex": "yes" if ref.apex else "no", "status": ""}
+        for key in [*datasets, TABLE3_AVERAGE]:
+            uf1, uar = ref.scores.get(key, (None, None))
+            row[f"{key}_uf1"] = math.nan if uf1 is None else uf1
+            row[f"{key}_uar"] = math.nan if uar is None else uar
+        return row
+
+    rows += [published(ref, KIND_REFERENCE) for ref in TABLE3_OTHERS]
+    rows.append(published(TABLE3_MEDN, KIND_PAPER))
+    notes = [f"{KIND_REFERENCE} rows and the paper's MEDN row: {PAPER_TITLES['table3']} as "
+             "printed (not trained here); '-' where the paper prints none",
+             "ours: pooled LOSO scores of the newest parent run of each variant, shown only "
+             "when every fold finished; Average = mean of CASME II and SAMM, as the paper's"]
+    per_dataset = {d: _ours(tracking_uri, client, spec, d, 3) for d in found}
+    for variant in spec.variants_for(3):
+        cells = {d: next((r for r in per_dataset[d] if r["variant"] == variant.name), None)
+                 for d in found}
+        profiles = {c["profile"] for c in cells.values() if c}
+        row = {"method": _ours_name(variant.label, profiles), "kind": KIND_OURS, "apex": "no"}
+        status = []
+        for d in datasets:
+            cell = cells.get(d)
+            row[f"{d}_uf1"] = cell["uf1"] if cell else math.nan
+            row[f"{d}_uar"] = cell["uar"] if cell else math.nan
+            status.append(f"{d} {cell['status']} {cell['folds']}" if cell
+                          else f"{d} not run")
+        for m in ("uf1", "uar"):
+            pair = [row[f"{d}_{m}"] for d in paper_sets]
+            row[f"{TABLE3_AVERAGE}_{m}"] = (sum(pair) / 2 if not any(map(math.isnan, pair))
+                                            else math.nan)
+        row["status"] = "; ".join(status)
+        rows.append(row)
+        if len(profiles) > 1:
+            notes.append(f"{variant.label}: the datasets ran on different profiles "
+                         f"({', '.join(sorted(profiles))})")
+    others = [d for d in found if d not in paper_sets]
+    if others:
+        notes.append(f"{', '.join(others)}: not a dataset of Table III (its columns have no "
+                     "published numbers); compare trends, not values")
+    missing = [d for d in paper_sets if d not in found]
+    if missing:
+        notes.append(f"no runs on {', '.join(_dataset_label(d) for d in missing)} yet, so "
+                     f"our Average is empty; run: {_run_hint(spec)}")
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs.update(paper="table3", datasets=datasets, notes=notes,
+                    title=f"{spec.name}: {PAPER_TITLES['table3']}, CASME II and SAMM, "
+                          "3 classes (UF1 / UAR)")
+    return df
+
+
+def _table4(tracking_uri: str, client: Any, spec: StudySpec,
+            experiments: dict[tuple[str, int], Any]) -> pd.DataFrame:
+    tasks = sorted(set(spec.tasks) | {t for _, t in experiments} | set(TABLE4))
+    columns = ["classes", "method", "kind", "dataset", "uf1", "uar", "status"]
+    rows: list[dict[str, Any]] = []
+    notes = [f"{KIND_REFERENCE} rows and the paper's MEDN rows: {PAPER_TITLES['table4']} "
+             f"({PAPER_DATASET_LABEL} Part A) as printed (not trained here)",
+             "ours: pooled LOSO scores of the newest parent run of each variant, shown only "
+             "when every fold finished"]
+    for task in tasks:
+        rows += [{"classes": task, "method": method, "kind": KIND_REFERENCE,
+                  "dataset": PAPER_DATASET, "uf1": uf1, "uar": uar, "status": ""}
+                 for method, classes, uf1, uar in TABLE4_OTHERS if classes == task]
+        if task in TABLE4:
+            uf1, uar = TABLE4[task]
+            rows.append({"classes": task, "method": "MEDN (paper)", "kind": KIND_PAPER,
+                         "dataset": PAPER_DATASET, "uf1": uf1, "uar": uar, "status": ""})
+        else:
+            notes.append(f"{task} classes: not in Table IV (no published numbers)")
+        datasets = sorted(d for d, t in experiments if t == task)
+        for dataset in datasets:
+            for cell in _ours(tracking_uri, client, spec, dataset, task):
+                rows.append({"classes": task, "kind": KIND_OURS, "dataset": dataset,
+                             "method": _ours_name(cell["label"], {cell["profile"]}),
+                             "uf1": cell["uf1"], "uar": cell["uar"],
+                             "status": f"{cell['status']} {cell['folds']}"})
+        if not datasets and task in spec.tasks:
+            rows.append({"classes": task, "method": "MEDN (ours)", "kind": KIND_OURS,
+                         "dataset": "", "uf1": math.nan, "uar": math.nan,
+                         "status": "not run"})
+    others = sorted({d for d, _ in experiments if d != PAPER_DATASET})
+    if others:
+        notes.append(f"{', '.join(others)}: not Table IV's dataset ({PAPER_DATASET_LABEL}); "
+                     "compare trends, not values")
+    if not any(d == PAPER_DATASET for d, _ in experiments):
+        notes.append(f"no runs on {PAPER_DATASET_LABEL} yet; run: {_run_hint(spec)}")
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs.update(paper="table4", notes=notes,
+                    title=f"{spec.name}: {PAPER_TITLES['table4']}, {PAPER_DATASET_LABEL} "
+                          "Part A (UF1 / UAR)")
+    return df
+
+
+def main_results_table(tracking_uri: str, spec: StudySpec) -> pd.DataFrame:
+    """Table III or IV (by ``spec.paper``) with the published rows and ours, from every
+    experiment of ``spec`` in the store at ``tracking_uri``.
+
+    Table III columns: method, kind (``published`` / ``paper`` / ``ours``), apex, then
+    ``<dataset>_uf1``/``_uar`` per dataset and ``average_uf1``/``_uar``, status. Table IV:
+    classes, method, kind, dataset, uf1, uar, status. ``df.attrs`` holds the title, the notes
+    and which table it is. Experiments that do not exist yet leave our cells empty (the notes
+    say how to run them); this is not an error.
+    """
+    from mlflow import MlflowClient
+
+    if not is_main_results(spec):
+        raise MainResultsError(f"study {spec.name!r} reproduces "
+                               f"{PAPER_TITLES.get(spec.paper or '', 'no paper table')}, not "
+                               "Table III or IV")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = study_experiments(client, spec.name)
+    build = _table3 if spec.paper == "table3" else _table4
+    return build(tracking_uri, client, spec, experiments)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, rows of text and each row's kind."""
+    if df.attrs.get("paper") == "table3":
+        datasets = [*df.attrs["datasets"], TABLE3_AVERAGE]
+        headers = ["method", "apex frame",
+                   *(f"{_dataset_label(d) if d != TABLE3_AVERAGE else 'Average'} {m}"
+                     for d in datasets for m in ("UF1", "UAR")), "status"]
+        keys = ["method", "apex", *(f"{d}_{m}" for d in datasets for m in ("uf1", "uar")),
+                "status"]
+    else:
+        headers = ["classes", "method", "dataset", "UF1", "UAR", "status"]
+        keys = ["classes", "method", "dataset", "uf1", "uar", "status"]
+    rows = [[_fmt(r[k]) if k != "dataset" else _dataset_label(str(r[k])) for k in keys]
+            for _, r in df.iterrows()]
+    return headers, rows, list(df["kind"])
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """The assembled table as GitHub markdown, with its title and notes."""
+    headers, rows, _ = _display(df)
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    text = {"method", "apex frame", "dataset", "status"}
+    out = [f"**{df.attrs.get('title', '')}**", "", line(headers),
+           "|" + "|".join("---" if h in text else "---:" for h in headers) + "|"]
+    out += [line(r) for r in rows]
+    out += [""] + [f"> {note}" for note in df.attrs.get("notes", [])]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def to_rich(df: pd.DataFrame) -> Table:
+    """The assembled table as a rich ``Table``: published rows dim, ours bold, a rule between
+    blocks (the kinds of Table III, the tasks of Table IV)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    headers, rows, kinds = _display(df)
+    notes = list(df.attrs.get("notes", []))
+    if df.attrs.get("paper") == "table3":
+        # Table III is wide already: our rows' status (per dataset) goes under the table.
+        notes += [f"{row[0]}: {row[-1]}" for row, kind in zip(rows, kinds, strict=True)
+                  if kind == KIND_OURS]
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    table = Table(title=df.attrs.get("title"), caption="\n".join(notes),
+                  caption_justify="left", show_edge=False, collapse_padding=True)
+    for index, header in enumerate(headers):
+        text = header in ("method", "dataset", "status", "apex frame")
+        widest = max([len(header)] + [len(row[index]) for row in rows])
+        # Numbers and method names never fold; the wide header pairs go on two lines.
+        table.add_column(header.replace(" UF1", "\nUF1").replace(" UAR", "\nUAR")
+                         .replace("apex frame", "apex"),
+                         justify="left" if text else "right", overflow="fold",
+                         no_wrap=not text,
+                         min_width=widest if header == "method" else None)
+    styles = {KIND_REFERENCE: "dim", KIND_PAPER: "italic", KIND_OURS: "bold"}
+    block = [str(c) for c in df["classes"]] if "classes" in df.columns else kinds
+    for i, row in enumerate(rows):
+        if i and block[i] != block[i - 1]:
+            table.add_section()
+        table.add_row(*(escape(c) for c in row), style=styles.get(kinds[i]))
+    return table
+
+
+def render(df: pd.DataFrame, fmt: str = "table") -> Any:
+    """``df`` (from ``main_results_table``) as a rich Table, markdown text or CSV text."""
+    if fmt == "table":
+        return to_rich(df)
+    if fmt == "markdown":
+        return to_markdown(df)
+    if fmt == "csv":
+        return df.to_csv(index=False, float_format="%.6g")
+    raise MainResultsError(f"--format {fmt!r}: expected one of table, markdown, csv")
+
+
+def main_results_spec(study: str) -> StudySpec | None:
+    """The spec of ``study`` if it is a main-results study (Table III or IV), else None: the
+    report command assembles those across datasets and tasks instead of one experiment."""
+    from orchestrator.studies.discover import discover_studies
+
+    entry = discover_studies().get(study)
+    spec = entry.spec if entry is not None else None
+    return spec if is_main_results(spec) else None
