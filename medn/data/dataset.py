@@ -174,7 +174,7 @@ def assemble(prep: Preparation, allow_missing: bool = False) -> PreparedDataset:
     apex = torch.tensor([apex_index(o.record, o.frame_numbers, o.flow) for o, _ in kept],
                         dtype=torch.int64)
     frames = torch.from_numpy(np.stack([o.frames for o, _ in kept]).astype(np.uint8, copy=False))
-    qc = tuple({"clip": o.record.key, **o.qc} for o, _ in kept)
+    qc = tuple({"clip": o.record.key, "row": o.record.row, **o.qc} for o, _ in kept)
     payload = {"dataset": cfg.dataset, "task": cfg.task, "classes": list(prep.classes),
                "au_names": list(au_names), "params": preprocess_params(cfg).as_dict(),
                "clips": [[o.record.key, o.key, label] for o, label in kept]}

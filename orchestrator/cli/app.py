@@ -20,6 +20,7 @@ def _register_commands() -> None:
     # Each module adds its commands; imported here so that `medn --help` stays one place.
     from orchestrator.cli import (
         data_prepare,
+        data_preview,
         data_synth,
         data_validate,
         report_cmd,
@@ -30,6 +31,7 @@ def _register_commands() -> None:
 
     data_validate.register(data_app)
     data_prepare.register(data_app)
+    data_preview.register(data_app)
     data_synth.register(data_app)
     train_cmd.register(app)
     study_cmd.register(app)
@@ -41,5 +43,11 @@ _register_commands()
 
 
 def main() -> None:
-    """Entry point of the ``medn`` console script."""
+    """Entry point of the ``medn`` console script: the process-wide environment defaults of
+    Ray and MLflow, Ctrl-C and SIGTERM routed to one handler, then the command."""
+    from orchestrator.execution.environment import apply_env_defaults
+    from orchestrator.execution.interrupts import install
+
+    apply_env_defaults()
+    install()
     app()

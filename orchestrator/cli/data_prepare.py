@@ -1,4 +1,9 @@
-"""``medn data prepare``: fill the preprocessing cache (flows of every clip) and summarise."""
+"""``medn data prepare``: fill the preprocessing cache (flows of every clip) and summarise.
+
+Human output: a summary table, every failed clip with its reason, the QC medians and the
+outliers (``medn.data.qc.outliers``). ``--json``: exactly one JSON object on stdout (progress
+and errors go to stderr).
+"""
 
 from __future__ import annotations
 
@@ -76,6 +81,44 @@ def failure_table(prep: Preparation) -> Table:
     return table
 
 
+def qc_report(console: Console, prep: Preparation) -> None:
+    """The QC medians and maxima, then every outlier clip with why."""
+    from medn.data.qc import outliers, qc_rows, summary
+
+    rows = qc_rows(prep)
+    figures = summary(rows)
+    if figures["flow_face_median"] is not None:
+        parts = [f"face flow median {figures['flow_face_median']:.3f} px "
+                 f"(max {figures['flow_face_max']:.3f})",
+                 f"crop outside the image: median {figures['outside_share_median']:.1%}, "
+                 f"max {figures['outside_share_max']:.1%}"]
+        if figures["interocular_px_median"] is not None:
+            parts.insert(0, f"inter-ocular distance median {figures['interocular_px_median']:.0f}"
+                            " px")
+        console.print("QC: " + "; ".join(parts))
+    flagged = outliers(rows)
+    if not flagged:
+        console.print("QC: no outliers")
+        return
+    table = Table(title=f"QC outliers ({len(flagged)}): look at them with `medn data preview`")
+    table.add_column("clip", no_wrap=True)
+    table.add_column("why")
+    for clip, why in flagged:
+        table.add_row(clip, why, style="yellow")
+    console.print(table)
+
+
+def json_report(prep: Preparation) -> dict:
+    """The object ``medn data prepare --json`` prints."""
+    from medn.data.qc import qc_json_records
+
+    cfg = prep.data_cfg
+    return {"dataset": cfg.dataset, "task": cfg.task, "total": len(prep.outcomes),
+            "prepared": len(prep.outcomes) - prep.count("failed"),
+            "computed": prep.count("computed"), "cached": prep.count("cached"),
+            "failed": [m.as_dict() for m in prep.missing()], "qc": qc_json_records(prep)}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``prepare`` to the ``medn data`` group."""
 
@@ -104,30 +147,43 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option(help="synth only: generator seed")] = None,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="KEY=VALUE configuration override, e.g. data.au_min_count=5")] = None,
+        json_out: Annotated[bool, typer.Option(
+            "--json", help="print one JSON object (counts, failed clips, per-clip QC) on stdout")
+                            ] = False,
     ) -> None:
-        """Compute (or find in the cache) the TV-L1 flow of every clip, then print a summary.
+        """Compute (or find in the cache) the TV-L1 flow of every clip, then print a summary
+        with per-clip quality checks.
 
         Exits non-zero only if no clip could be prepared.
         """
         from medn.data.dataset import PreparationError, prepare_clips
+        from medn.data.qc import dumps
 
-        console = Console()
+        console = Console(stderr=json_out)
+        errors = Console(stderr=True)
         if dataset not in DATASETS:
-            raise typer.BadParameter(f"expected one of {', '.join(DATASETS)}, got {dataset!r}",
-                                     param_hint="--dataset")
+            errors.print(f"[red]error:[/red] --dataset: expected one of {', '.join(DATASETS)}, "
+                         f"got {dataset!r}")
+            raise typer.Exit(2)
         try:
             data_cfg = build_data_config(dataset, annotations, data_root, task, size, frames,
                                          cache_dir, profile, synth_profile, subjects, seed, set_)
         except (ConfigError, ValueError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            errors.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
         try:
             prep = run_with_progress(console, f"preparing {dataset}", lambda progress:
                                      prepare_clips(data_cfg, workers=workers, progress=progress))
         except (PreparationError, ValueError, FileNotFoundError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            errors.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
+        if json_out:
+            print(dumps(json_report(prep)))
+            if prep.count("failed") == len(prep.outcomes):
+                raise typer.Exit(1)
+            return
         console.print(summary_table(prep))
+        qc_report(console, prep)
         if prep.failed:
             console.print(failure_table(prep))
             reasons = Counter((o.reason or "").split(":")[0] for o in prep.failed)
