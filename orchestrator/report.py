@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from orchestrator.paper_numbers import (
@@ -22,6 +23,7 @@ from orchestrator.paper_numbers import (
     paper_note,
     paper_value,
 )
+from orchestrator.stats import ALPHA, mean_std, paired_comparison
 from orchestrator.studies.expand import sweep_curves
 from orchestrator.studies.spec import StudySpec, experiment_name
 
@@ -41,6 +43,13 @@ STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
 STATUS_NOT_STARTED = "not started"
 STATUS_PRUNED = "pruned"
+TAG_SEED = "medn.seed"
+TAG_SEEDS = "medn.seeds"
+TAG_INCOMPLETE = "medn.incomplete"
+COMPARISON_COLUMNS = ("uf1_diff", "ci_low", "ci_high", "p_value")
+COMPARISON_HEADERS = ("Δ UF1", "95 % CI", "p")
+# cells that may break at their space in a narrow terminal ("0.41 ± 0.02", "[-0.1, +0.2]")
+WRAPPABLE = {"UF1", "UAR", "accuracy", "95 % CI", "p"}
 
 
 class ReportError(ValueError):
@@ -55,15 +64,14 @@ def _client_for(writer_or_client: Any, tracking_uri: str) -> tuple[MlflowClient,
         client = MlflowClient(tracking_uri=tracking_uri)
     elif isinstance(writer_or_client, MlflowClient):
         client = writer_or_client
-    else:
-        client = writer_or_client.client
+    else:  # a RunTreeWriter: its store client retries every call itself
+        client = writer_or_client.store_client()
 
     def direct(fn: Callable, *args: Any, what: str = "", **kwargs: Any) -> Any:
         del what
         return fn(*args, **kwargs)
 
-    call = getattr(writer_or_client, "call", None) or direct
-    return client, call
+    return client, direct
 
 
 def _search_all(client: MlflowClient, call: Callable, experiment_id: str,
@@ -93,6 +101,59 @@ def _experiment(client: MlflowClient, call: Callable, study: str, dataset: str,
     return exp
 
 
+def _seed_of(run: Any) -> int:
+    """The training seed of a parent run: tag ``medn.seed``, else the logged ``seed`` param."""
+    text = run.data.tags.get(TAG_SEED) or run.data.params.get("seed") or "0"
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def _seed_row(run: Any, done: dict[str, set[str]]) -> dict[str, Any]:
+    """One parent run (one seed of a variant): its pooled metrics if complete, its folds."""
+    tags, metrics = run.data.tags, run.data.metrics
+    total = int(tags["medn.folds"]) if tags.get("medn.folds", "").isdigit() else None
+    n_done = len(done.get(run.info.run_id, ()))
+    complete = ("uf1" in metrics and TAG_INCOMPLETE not in tags
+                and (total is None or n_done >= total))
+    pruned = tags.get("medn.pruned", "").lower() == "true"
+    expected = tags.get(TAG_SEEDS, "")  # how many seeds the study run that made it asked for
+    return {"run": run, "complete": complete, "pruned": pruned, "folds_done": n_done,
+            "folds_total": total, "expected_seeds": int(expected) if expected.isdigit() else 1,
+            **{m: metrics.get(m, math.nan) for m in METRICS}}
+
+
+def _variant_row(name: str, label: str, seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """A variant's row: mean ± std over its seeds, complete only when every seed is."""
+    row: dict[str, Any] = {"label": label, "variant": name}
+    if not seeds:
+        row.update({m: math.nan for m in METRICS})
+        row.update({f"{m}_{s}": math.nan for m in METRICS for s in ("mean", "std")})
+        row.update(seeds=0, folds_done=0, folds_total=None, status=STATUS_NOT_STARTED,
+                   run_id="")
+        return row
+    ordered = [seeds[s] for s in sorted(seeds)]
+    expected = max(r["expected_seeds"] for r in ordered)
+    complete = all(r["complete"] for r in ordered) and len(ordered) >= expected
+    for m in METRICS:
+        mean, std = mean_std([r[m] for r in ordered]) if complete else (math.nan, math.nan)
+        row.update({m: mean, f"{m}_mean": mean, f"{m}_std": std})
+    totals = [r["folds_total"] for r in ordered]
+    if any(r["pruned"] for r in ordered):
+        status = STATUS_PRUNED
+    else:
+        status = STATUS_COMPLETE if complete else STATUS_INCOMPLETE
+    # a seed the study asked for but never started still counts its folds as missing
+    missing_seeds = max(0, expected - len(ordered))
+    folds_total = None if None in totals else sum(totals) + totals[0] * missing_seeds
+    row.update(seeds=len(ordered), folds_done=sum(r["folds_done"] for r in ordered),
+               folds_total=folds_total, status=status,
+               run_id=",".join(r["run"].info.run_id for r in ordered))
+    row["_seed_runs"] = {s: seeds[s]["run"].info.run_id for s in sorted(seeds)}
+    return row
+
+
 def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
            dataset: str, task: int, spec: StudySpec | None) -> pd.DataFrame:
     exp = _experiment(client, call, study, dataset, task, tracking_uri)
@@ -105,9 +166,13 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
         fold = run.data.tags.get("medn.fold")
         if parent_id and fold is not None:
             done.setdefault(parent_id, set()).add(fold)
-    newest: dict[str, Any] = {}
-    for run in parents:  # newest first: the first seen per variant wins
-        newest.setdefault(run.data.tags.get("medn.variant", run.info.run_name), run)
+    # newest parent of each (variant, seed): a --fresh re-run replaces the old one
+    newest: dict[str, dict[int, dict[str, Any]]] = {}
+    labels_seen: dict[str, str] = {}
+    for run in parents:  # newest first: the first seen per (variant, seed) wins
+        name = run.data.tags.get("medn.variant", run.info.run_name)
+        labels_seen.setdefault(name, run.data.tags.get("medn.label") or name)
+        newest.setdefault(name, {}).setdefault(_seed_of(run), _seed_row(run, done))
 
     labels: dict[str, str] = {}
     order: list[str] = []
@@ -116,33 +181,16 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
             labels[variant.name] = variant.label
             order.append(variant.name)
     order += sorted(name for name in newest if name not in labels)
-
-    rows = []
-    for name in order:
-        run = newest.get(name)
-        row: dict[str, Any] = {"label": labels.get(name, name), "variant": name}
-        if run is None:
-            row.update({m: math.nan for m in METRICS})
-            row.update(folds_done=0, folds_total=None, status=STATUS_NOT_STARTED, run_id="")
-        else:
-            tags, metrics = run.data.tags, run.data.metrics
-            row["label"] = labels.get(name) or tags.get("medn.label") or name
-            total = int(tags["medn.folds"]) if tags.get("medn.folds", "").isdigit() else None
-            n_done = len(done.get(run.info.run_id, ()))
-            complete = ("uf1" in metrics and "medn.incomplete" not in tags
-                        and (total is None or n_done >= total))
-            for m in METRICS:
-                row[m] = metrics.get(m, math.nan) if complete else math.nan
-            if tags.get("medn.pruned", "").lower() == "true":
-                status = STATUS_PRUNED
-            else:
-                status = STATUS_COMPLETE if complete else STATUS_INCOMPLETE
-            row.update(folds_done=n_done, folds_total=total, status=status,
-                       run_id=run.info.run_id)
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=["label", "variant", *METRICS, "folds_done", "folds_total",
-                                     "status", "run_id"])
+    rows = [_variant_row(name, labels.get(name) or labels_seen.get(name) or name,
+                         newest.get(name, {})) for name in order]
+    seed_runs = {row["variant"]: row.pop("_seed_runs", {}) for row in rows}
+    df = pd.DataFrame(rows, columns=[
+        "label", "variant", *METRICS, "uf1_mean", "uf1_std", "uar_mean", "uar_std",
+        "accuracy_mean", "accuracy_std", "seeds", "folds_done", "folds_total", "status",
+        "run_id"])
     df["folds_total"] = df["folds_total"].astype("Int64")
+    reference = spec.reference_variant() if spec is not None else None
+    _add_comparisons(df, client, call, reference, seed_runs)
 
     paper = spec.paper if spec is not None else None
     notes = []
@@ -156,9 +204,95 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
     if paper in PAPER_TITLES and dataset != PAPER_DATASET:
         notes.append(f"different dataset: {dataset} (the paper's numbers are "
                      f"{PAPER_DATASET_LABEL}); compare trends, not values")
+    if df.attrs.get("comparison_problem"):
+        notes.append(df.attrs.pop("comparison_problem"))
+    if reference is not None:
+        ref_label = df.set_index("variant")["label"].get(reference, reference)
+        notes.append(f"Δ UF1: pooled UF1 minus {ref_label}'s (the reference), mean over the "
+                     "seeds both have; [95 % bootstrap interval over subjects]; p: Wilcoxon "
+                     "signed-rank over subjects of the per-fold UF1 difference; n.s.: not "
+                     f"significant (p ≥ {ALPHA} or the interval contains 0)")
+    if int(df["seeds"].max() or 0) > 1:
+        notes.append("UF1 / UAR / accuracy: mean ± standard deviation over seeds "
+                     "(each seed's score pooled over all folds)")
     df.attrs.update(study=study, dataset=dataset, task=task, experiment=exp.name,
-                    experiment_id=exp.experiment_id, notes=notes)
+                    experiment_id=exp.experiment_id, notes=notes, reference=reference)
     return df
+
+
+def _predictions(client: MlflowClient, call: Callable, run_id: str
+                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int] | None:
+    """A complete parent run's ``predictions.csv`` as subject -> (y_true, y_pred), and C;
+    None when the run has no readable ``predictions.csv``."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory(prefix="medn-report-") as tmp:
+        try:
+            path = call(client.download_artifacts, run_id, "predictions.csv", tmp,
+                        what="download predictions.csv")
+            frame = pd.read_csv(Path(path))
+        except (MlflowException, OSError, pd.errors.ParserError):
+            return None
+    if not {"subject", "true", "predicted"} <= set(frame.columns):
+        return None
+    classes = [c.removeprefix("score_") for c in frame.columns if c.startswith("score_")]
+    index = {name: i for i, name in enumerate(classes)}
+    out = {}
+    for subject, rows in frame.groupby(frame["subject"].astype(str), sort=True):
+        out[str(subject)] = (rows["true"].astype(str).map(index).to_numpy(dtype=np.int64),
+                             rows["predicted"].astype(str).map(index).to_numpy(dtype=np.int64))
+    return out, len(classes)
+
+
+def _add_comparisons(df: pd.DataFrame, client: MlflowClient, call: Callable,
+                     reference: str | None, seed_runs: dict[str, dict[int, str]]) -> None:
+    """Columns ``uf1_diff``, ``ci_low``, ``ci_high``, ``p_value``, ``significant``: each
+    complete variant against the complete reference variant (``orchestrator.stats``)."""
+    for column in COMPARISON_COLUMNS:
+        df[column] = math.nan
+    df["significant"] = pd.array([pd.NA] * len(df), dtype="boolean")
+    if reference is None or reference not in set(df["variant"]):
+        return
+    if df.set_index("variant")["status"][reference] != STATUS_COMPLETE:
+        return
+    unreadable: list[str] = []
+
+    def load(variant: str) -> tuple[dict[int, dict], int] | None:
+        seeds, classes = {}, 0
+        for seed, run_id in seed_runs[variant].items():
+            loaded = _predictions(client, call, run_id)
+            if loaded is None:
+                unreadable.append(run_id)
+                return None
+            seeds[seed], classes = loaded
+        return seeds, classes
+
+    ref = load(reference)
+    for i, row in df.iterrows():
+        if ref is None or row["status"] != STATUS_COMPLETE:
+            continue
+        if row["variant"] == reference:
+            df.loc[i, "uf1_diff"] = 0.0
+            continue
+        loaded = load(row["variant"])
+        if loaded is None:
+            continue
+        try:
+            result = paired_comparison(loaded[0], ref[0], ref[1])
+        except ValueError:  # no seed or too few subjects in common: nothing to compare
+            continue
+        df.loc[i, ["uf1_diff", "ci_low", "ci_high", "p_value"]] = [
+            result.diff, result.ci_low, result.ci_high, result.p_value]
+        df.loc[i, "significant"] = result.significant
+    if unreadable:
+        df.attrs["comparison_problem"] = (
+            "no paired comparison where a complete run lacks predictions.csv: "
+            + ", ".join(unreadable))
 
 
 def study_table(tracking_uri: str, study: str, dataset: str = "synth", task: int = 3,
@@ -181,21 +315,55 @@ def study_table(tracking_uri: str, study: str, dataset: str = "synth", task: int
 
 
 def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _score(row: pd.Series, metric: str, several_seeds: bool) -> str:
+    """``0.4100`` for one seed, ``0.4100 ± 0.0123`` (mean ± std over seeds) for several."""
+    mean, std = row.get(f"{metric}_mean", row[metric]), row.get(f"{metric}_std", math.nan)
+    if several_seeds and _finite(mean) and _finite(std):
+        return f"{mean:.4f} ± {std:.4f}"
+    return _fmt(mean)
+
+
+def _comparison(row: pd.Series, reference: str | None) -> tuple[str, str, str]:
+    """The Δ UF1, 95 % interval and p-value cells of a row (``ref`` for the reference)."""
+    if reference is not None and row["variant"] == reference and _finite(row.get("uf1_diff")):
+        return "ref", "", ""
+    diff = row.get("uf1_diff", math.nan)
+    if not _finite(diff):
+        return "-", "", ""
+    interval = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+    p_value = row["p_value"]
+    p_text = "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
+    significant = row.get("significant")
+    if significant is pd.NA or not bool(significant):
+        p_text += " n.s."
+    return f"{diff:+.4f}", interval, p_text
+
+
 def _display_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    columns = ["label", "variant", "UF1", "UAR", "accuracy", "folds", "status"]
+    several = bool("seeds" in df.columns and (df["seeds"].fillna(0) > 1).any())
+    reference = df.attrs.get("reference")
+    columns = ["label", "variant", "UF1", "UAR", "accuracy", *(["seeds"] if several else []),
+               "folds", "status", *(list(COMPARISON_HEADERS) if reference else [])]
     paper_cols = [c for c in (PAPER_UF1, PAPER_UAR) if c in df.columns]
     rows = []
     for _, r in df.iterrows():
         total = "?" if r["folds_total"] is pd.NA else str(r["folds_total"])
-        rows.append([str(r["label"]), str(r["variant"]), _fmt(r["uf1"]), _fmt(r["uar"]),
-                     _fmt(r["accuracy"]), f"{r['folds_done']}/{total}", str(r["status"]),
+        rows.append([str(r["label"]), str(r["variant"]), _score(r, "uf1", several),
+                     _score(r, "uar", several), _score(r, "accuracy", several),
+                     *([str(r["seeds"])] if several else []),
+                     f"{r['folds_done']}/{total}", str(r["status"]),
+                     *(_comparison(r, reference) if reference else ()),
                      *(_fmt(r[c]) for c in paper_cols)])
     if rows and all(row[0] == row[1] for row in rows):  # e.g. lambda-grid: no separate labels
         return columns[1:] + paper_cols, [row[1:] for row in rows]
@@ -215,7 +383,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    numeric = {"UF1", "UAR", "accuracy", PAPER_UF1, PAPER_UAR}
+    numeric = {"UF1", "UAR", "accuracy", "seeds", *COMPARISON_HEADERS, PAPER_UF1, PAPER_UAR}
     out = [f"**{_title(df)}**", "", line(columns),
            "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
     out += [line(r) for r in rows]
@@ -242,7 +410,7 @@ def to_rich(df: pd.DataFrame) -> Table:
                   .replace("accuracy", "acc."))
         table.add_column(header, justify="left" if text else "right",
                          style="dim" if column.startswith("paper") else None,
-                         overflow="fold", no_wrap=not text,
+                         overflow="fold", no_wrap=not (text or column in WRAPPABLE),
                          min_width=min(widest, 12 if column == "variant" else 6) if text
                          else None)
     styles = {STATUS_COMPLETE: "green", STATUS_INCOMPLETE: "yellow", STATUS_PRUNED: "magenta"}
@@ -281,7 +449,9 @@ def summary_figure(df: pd.DataFrame, spec: StudySpec | None) -> Figure:
             xs = [float(x) for x, _ in points]
             for metric, marker in (("uf1", "o-"), ("uar", "s--")):
                 ys = [by_name[metric].get(name, math.nan) for _, name in points]
-                ax.plot(xs, ys, marker, label=metric.upper())
+                errors = [_std(by_name, metric, name) for _, name in points]
+                ax.errorbar(xs, ys, yerr=errors if any(errors) else None, fmt=marker,
+                            capsize=3, label=metric.upper())
             fixed = ", ".join(f"{k.rsplit('.', 1)[-1]} = {v}" for k, v in
                               _fixed_of(spec, key).items())
             ax.set_xlabel(key.rsplit(".", 1)[-1] + (f"  ({fixed})" if fixed else ""))
@@ -295,8 +465,11 @@ def summary_figure(df: pd.DataFrame, spec: StudySpec | None) -> Figure:
     ax = figure.add_subplot()
     xs = list(range(n))
     width = 0.38
-    ax.bar([x - width / 2 for x in xs], df["uf1"].fillna(0.0), width, label="UF1")
-    ax.bar([x + width / 2 for x in xs], df["uar"].fillna(0.0), width, label="UAR")
+    for metric, shift in (("uf1", -width / 2), ("uar", width / 2)):
+        # error bars: the standard deviation over seeds (none for a single seed)
+        errors = [_std(by_name, metric, name) for name in df["variant"]]
+        ax.bar([x + shift for x in xs], df[metric].fillna(0.0), width,
+               yerr=errors if any(errors) else None, capsize=3, label=metric.upper())
     if PAPER_UF1 in df.columns:
         ax.plot([x - width / 2 for x in xs], df[PAPER_UF1], "k_", markersize=14,
                 markeredgewidth=2, label=f"paper UF1 ({PAPER_DATASET_LABEL})")
@@ -305,10 +478,20 @@ def summary_figure(df: pd.DataFrame, spec: StudySpec | None) -> Figure:
     ax.set_xticks(xs, [str(label) for label in df["label"]], rotation=30 if n > 6 else 0,
                   ha="right" if n > 6 else "center")
     ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("pooled LOSO score")
+    several = bool((df["seeds"].fillna(0) > 1).any()) if "seeds" in df.columns else False
+    ax.set_ylabel("pooled LOSO score" + (" (mean ± std over seeds)" if several else ""))
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     return figure
+
+
+def _std(by_name: pd.DataFrame, metric: str, name: str) -> float:
+    """The standard deviation over seeds of ``metric`` for variant ``name`` (0 if unknown)."""
+    column = f"{metric}_std"
+    if column not in by_name.columns or name not in by_name.index:
+        return 0.0
+    value = by_name.at[name, column]
+    return float(value) if _finite(value) else 0.0
 
 
 def _fixed_of(spec: StudySpec | None, key: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import io
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -127,10 +128,18 @@ def test_markdown_and_csv_output(store: dict) -> None:
     header = next(line for line in lines if line.startswith("| label"))
     assert f"| {PAPER_UF1} | {PAPER_UAR} |" in header
     row1 = next(line for line in lines if line.startswith("| No.1 "))
-    assert "| 0.4100 |" in row1 and "| 3/3 | complete | 0.6876 | 0.6324 |" in row1
+    # No.5 (the reference) is complete, but these runs hold no predictions.csv: the table
+    # says so instead of comparing, and shows "-" in the comparison columns
+    assert "| 0.4100 |" in row1 and "| 3/3 | complete | - |  |  | 0.6876 | 0.6324 |" in row1
+    assert any("no paired comparison where a complete run lacks predictions.csv" in line
+               for line in lines)
     assert any(line.startswith("> different dataset: synth") for line in lines)
     parsed = pd.read_csv(io.StringIO(render(df, "csv")))
     assert list(parsed["variant"]) == list(df["variant"])
+    for column in ("uf1_mean", "uf1_std", "uar_mean", "uar_std", "uf1_diff", "ci_low",
+                   "ci_high", "p_value"):
+        assert column in parsed.columns
+    assert parsed.loc[0, "uf1_mean"] == pytest.approx(0.41) and pd.isna(parsed.loc[0, "uf1_std"])
     assert parsed.loc[0, "uf1"] == pytest.approx(0.41)
     assert parsed.loc[4, PAPER_UF1] == pytest.approx(0.7568)
     with pytest.raises(ReportError, match="--format 'html'"):
@@ -286,3 +295,116 @@ def test_medn_ui_serves_the_store(store: dict, tmp_path: Path) -> None:
             process.wait()
         log.close()
     assert f"http://localhost:{port}" in (tmp_path / "ui.log").read_text()
+
+
+# -- seeds and paired comparisons, written by the real RunTreeWriter ---------------------------
+
+SEEDS = (0, 1, 2)
+
+
+def _fold(data, subject: str, rng: np.random.Generator, accuracy: float):
+    """A fold result whose predictions are right with probability ``accuracy``."""
+    from medn.train import FoldResult
+
+    idx = data.fold(subject).test_idx
+    y_true = data.labels[idx].numpy().astype(np.int64)
+    right = rng.random(len(idx)) < accuracy
+    y_pred = np.where(right, y_true, (y_true + rng.integers(1, data.num_classes, len(idx)))
+                      % data.num_classes)
+    scores = np.full((len(idx), data.num_classes), 0.1, dtype=np.float32)
+    scores[np.arange(len(idx)), y_pred] = 0.8
+    return FoldResult(subject=subject, clips=[data.clips[i] for i in idx], y_true=y_true,
+                      y_pred=y_pred, scores=scores,
+                      au_true=data.aus[idx].numpy().astype(np.float32),
+                      au_scores=rng.random((len(idx), data.num_aus)).astype(np.float32),
+                      history=[{"val/uf1": 0.5}], seconds=0.1)
+
+
+@pytest.fixture(scope="module")
+def seeded_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """ablation-components with 3 seeds per variant, written as a study writes it: No.5 (the
+    reference) and No.3 right half of the time, No.2 right 90 % of the time, No.1 missing its
+    third seed, No.4 never started."""
+    from orchestrator.tracking import RunTreeWriter
+    from tests.train_helpers import random_dataset, tiny_config
+
+    root = tmp_path_factory.mktemp("seeded")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    data = random_dataset(tiny_config(), subjects=8, clips_per_subject=8)
+    writer = RunTreeWriter(uri, "ablation-components/synth-3class", spool_dir=root / "spool")
+    rng = np.random.default_rng(7)
+    pooled: dict[str, list[float]] = {}
+    plan = {"no5-full": ("No.5", 0.5, SEEDS), "no2-single-rate": ("No.2", 0.9, SEEDS),
+            "no3-weighted-sum": ("No.3", 0.5, SEEDS), "no1-plain-vit": ("No.1", 0.5, (0, 1))}
+    for variant, (label, accuracy, seeds) in plan.items():
+        for seed in seeds:
+            cfg = tiny_config(f"seed={seed}")
+            tags = {"medn.study": "ablation-components", "medn.label": label,
+                    "medn.seed": str(seed), "medn.seeds": str(len(SEEDS))}
+            parent = writer.parent_run(variant, cfg, data, tags)
+            for subject in data.subject_ids:
+                writer.log_fold(parent, _fold(data, subject, rng, accuracy), {})
+            pooled.setdefault(variant, []).append(writer.finalize_parent(parent, data)["uf1"])
+    return {"uri": uri, "pooled": pooled, "client": writer.client}
+
+
+def test_seeds_give_mean_std_and_paired_comparisons(seeded_store: dict) -> None:
+    spec = find_study("ablation-components", cwd=REPO, check_model=False)
+    df = study_table(seeded_store["uri"], "ablation-components", "synth", 3, spec=spec)
+    rows = df.set_index("variant")
+    pooled = seeded_store["pooled"]
+    for variant in ("no5-full", "no2-single-rate", "no3-weighted-sum"):
+        assert rows.loc[variant, "seeds"] == 3 and rows.loc[variant, "status"] == "complete"
+        assert rows.loc[variant, "uf1_mean"] == pytest.approx(np.mean(pooled[variant]))
+        assert rows.loc[variant, "uf1_std"] == pytest.approx(np.std(pooled[variant], ddof=1))
+        assert rows.loc[variant, "folds_done"] == 24 and rows.loc[variant, "folds_total"] == 24
+    # No.1 has 2 of its 3 seeds: incomplete, no numbers, the missing seed's folds counted
+    assert rows.loc["no1-plain-vit", "status"] == "incomplete"
+    assert pd.isna(rows.loc["no1-plain-vit", "uf1_mean"])
+    assert rows.loc["no1-plain-vit", "folds_total"] == 24
+    assert pd.isna(rows.loc["no1-plain-vit", "uf1_diff"])
+    assert rows.loc["no4-no-orth", "status"] == "not started"
+    # the reference compares as 0; the better variant by its pooled difference, significant
+    assert rows.loc["no5-full", "uf1_diff"] == 0.0 and pd.isna(rows.loc["no5-full", "p_value"])
+    better = rows.loc["no2-single-rate"]
+    assert better["uf1_diff"] == pytest.approx(np.mean(pooled["no2-single-rate"])
+                                               - np.mean(pooled["no5-full"]))
+    assert 0 < better["ci_low"] < better["uf1_diff"] < better["ci_high"]
+    assert better["p_value"] < 0.05 and bool(better["significant"])
+    same = rows.loc["no3-weighted-sum"]
+    assert same["ci_low"] < 0 < same["ci_high"] and not bool(same["significant"])
+
+    md = render(df, "markdown")
+    line = next(x for x in md.splitlines() if x.startswith("| No.2 "))
+    mean, std = better["uf1_mean"], better["uf1_std"]
+    assert f"| {mean:.4f} ± {std:.4f} |" in line and f"| {better['uf1_diff']:+.4f} |" in line
+    assert "n.s." not in line
+    assert "n.s." in next(x for x in md.splitlines() if x.startswith("| No.3 "))
+    assert "| ref |" in next(x for x in md.splitlines() if x.startswith("| No.5 "))
+    assert "mean ± standard deviation over seeds" in md and "Wilcoxon" in md
+    csv = pd.read_csv(io.StringIO(render(df, "csv"))).set_index("variant")
+    assert csv.loc["no2-single-rate", "p_value"] == pytest.approx(better["p_value"])
+    assert csv.loc["no2-single-rate", "uar_std"] == pytest.approx(better["uar_std"])
+
+
+def test_seeded_summary_holds_the_comparison_and_error_bars(seeded_store: dict,
+                                                             tmp_path: Path) -> None:
+    from orchestrator.report import summary_figure
+
+    spec = find_study("ablation-components", cwd=REPO, check_model=False)
+    client: MlflowClient = seeded_store["client"]
+    run_id = write_summary(client, seeded_store["uri"], spec, "synth", 3)
+    table = pd.read_csv(io.BytesIO(_artifact_text(client, run_id, "summary/table.csv",
+                                                  tmp_path / "a"))).set_index("variant")
+    assert table.loc["no2-single-rate", "ci_low"] > 0
+    assert {"uf1_mean", "uf1_std", "uf1_diff", "p_value"} <= set(table.columns)
+    md = _artifact_text(client, run_id, "summary/table.md", tmp_path / "b").decode()
+    assert "±" in md and "Δ UF1" in md
+    df = study_table(seeded_store["uri"], "ablation-components", "synth", 3, spec=spec)
+    ax = summary_figure(df, spec).get_axes()[0]
+    bars = [c for c in ax.containers if getattr(c, "errorbar", None) is not None]
+    assert len(bars) == 2  # UF1 and UAR bars, each with its standard deviation over seeds
+    segments = bars[0].errorbar.lines[2][0].get_segments()
+    heights = sorted(round(float(seg[1][1] - seg[0][1]), 6) for seg in segments)
+    stds = sorted(round(2 * float(v), 6) for v in df["uf1_std"].fillna(0.0))
+    assert heights == pytest.approx(stds)
