@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from orchestrator.tracking import (
     FOLD_RESULT_ARTIFACT,
     RunTreeWriter,
     TrackingUnavailable,
+    classify,
     config_digest,
     is_transient,
     resolve_tracking_uri,
@@ -255,9 +257,20 @@ def test_retry_call_does_not_retry_a_bad_request():
     assert len(calls) == 1
     assert not is_transient(FileNotFoundError("x")) and is_transient(ConnectionResetError())
     assert not is_transient(MlflowException("a bug", error_code=INTERNAL_ERROR))
-    assert is_transient(MlflowException(
+    # the message alone decides nothing: the same words without a cause are not transient
+    assert not is_transient(MlflowException(
         "API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/create failed with exception "
         "HTTPConnectionPool: Max retries exceeded (Connection refused)"))
+
+
+def test_a_real_refused_connection_is_transient(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(MlflowException) as info:
+        MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("x")
+    assert classify(info.value) == "transient"
 
 
 def test_resolve_tracking_uri(tmp_path, monkeypatch):
