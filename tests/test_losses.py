@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from medn.config import LossConfig
 from medn.losses import (
     au_loss,
+    cosine,
     detach_parts,
     focal_loss,
     medn_loss,
@@ -106,8 +107,13 @@ def test_medn_loss_combines_the_parts_with_the_lambdas():
     torch.testing.assert_close(no_orth.total, no_orth.cls + no_orth.au)
     assert no_orth.orth.item() > 0  # still computed for logging
     logged = detach_parts(parts)
-    assert set(logged) == {"loss", "loss_cls", "loss_au", "loss_orth"}
+    assert set(logged) == {"loss", "loss_cls", "loss_au", "loss_orth", "abs_cos"}
     assert math.isclose(logged["loss"], parts.total.item(), rel_tol=1e-6)
+    hat_m = out.f_m / out.f_m.norm(dim=1, keepdim=True)
+    hat_e = out.f_e / out.f_e.norm(dim=1, keepdim=True)
+    assert math.isclose(logged["abs_cos"], (hat_m * hat_e).sum(1).abs().mean().item(),
+                        rel_tol=1e-5)
+    assert not parts.abs_cos.requires_grad  # a measurement, never part of the gradient
 
 
 def test_losses_are_float32_for_bf16_inputs():
@@ -116,3 +122,53 @@ def test_losses_are_float32_for_bf16_inputs():
     assert focal_loss(logits, target).dtype == torch.float32
     assert au_loss(logits, torch.ones(4, 3)).dtype == torch.float32
     assert orthogonal_loss(logits, logits.flip(0)).dtype == torch.float32
+
+
+def _pair(c: float, d: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (1, d) features with cosine ``c`` and different norms."""
+    f_m, f_e = torch.zeros(1, d), torch.zeros(1, d)
+    f_m[0, 0] = 3.0
+    f_e[0, 0], f_e[0, 1] = 2.0 * c, 2.0 * math.sqrt(1 - c * c)
+    return f_m, f_e
+
+
+def test_paper_form_is_d_alpha2_one_minus_alpha2_squared_zero_when_collinear():
+    d = 4
+    for c in (0.0, 0.3, 1 / math.sqrt(3), 0.9, 1.0):
+        f_m, f_e = _pair(c, d)
+        expected = d * c ** 2 * (1 - c ** 2) ** 2
+        assert math.isclose(orthogonal_loss(f_m, f_e, eps=1e-12, form="paper").item(), expected,
+                            rel_tol=1e-4, abs_tol=1e-6)
+    # collinear features are a minimum of eq. 8 as printed, exactly like orthogonal ones
+    collinear = orthogonal_loss(*_pair(1.0, d), eps=1e-12, form="paper").item()
+    assert collinear < 1e-6
+    # and beyond |alpha| = 1/sqrt(3) its gradient pushes towards collinearity: the loss falls
+    # as alpha grows from 0.8 to 0.95
+    assert (orthogonal_loss(*_pair(0.95, d), eps=1e-12).item()
+            < orthogonal_loss(*_pair(0.8, d), eps=1e-12).item())
+
+
+def test_cosine_form_is_d_alpha2_and_grows_with_alignment():
+    d = 4
+    values = []
+    for c in (0.0, 0.3, 0.9, 1.0):
+        f_m, f_e = _pair(c, d)
+        torch.testing.assert_close(cosine(f_m, f_e, eps=1e-12), torch.tensor([c]),
+                                   rtol=1e-5, atol=1e-6)
+        value = orthogonal_loss(f_m, f_e, eps=1e-12, form="cosine").item()
+        assert math.isclose(value, d * c * c, rel_tol=1e-5, abs_tol=1e-7)
+        values.append(value)
+    assert values == sorted(values) and values[-1] > 3.9
+
+
+def test_loss_config_chooses_the_form():
+    g = torch.Generator().manual_seed(2)
+    out = MednOutput(logits=torch.randn(4, 3, generator=g),
+                     au_logits=torch.randn(4, 2, generator=g),
+                     f_m=torch.randn(4, 8, generator=g), f_e=torch.randn(4, 8, generator=g))
+    labels, aus = torch.tensor([0, 1, 2, 0]), torch.ones(4, 2)
+    paper = medn_loss(out, labels, aus, LossConfig(orth_form="paper"))
+    cos = medn_loss(out, labels, aus, LossConfig(orth_form="cosine"))
+    torch.testing.assert_close(paper.orth, orthogonal_loss(out.f_m, out.f_e, form="paper"))
+    torch.testing.assert_close(cos.orth, orthogonal_loss(out.f_m, out.f_e, form="cosine"))
+    assert not torch.allclose(paper.orth, cos.orth)

@@ -158,7 +158,7 @@ def test_led_filter_matrix_matches_hand_computed_3x3():
 
 
 def test_led_filter_output_matches_hand_computed_values():
-    led = LEDFilter()
+    led = LEDFilter(denominator="abs")
     x = torch.tensor([1.0, -2.0, 3.0]).view(1, 3, 1, 1, 1)
     out = led(x).flatten()
     # frame 1: (1*-3.5 + -2*3.5) / (1*3.5 + 2*3.5 + 1)
@@ -273,7 +273,7 @@ def test_bad_sparsity_rate_is_a_config_error_naming_the_field():
     ("model.emotion.heads=3", "model.emotion.heads: 3 heads do not divide model.dim 32"),
     ("model.fusion.tokens=5", "model.fusion.tokens: 5 tokens do not divide model.dim 32"),
     ("model.fusion.heads=3", "model.fusion.heads: 3 heads do not divide the token width"),
-    ("data.frames=4", "data.frames: the led backbone needs at least 5 frames"),
+    ("data.frames=3", "data.frames: the led backbone needs at least 4 frames"),
 ])
 def test_other_bad_sizes_are_config_errors(override, field):
     with pytest.raises(ConfigError, match="invalid model configuration") as err:
@@ -282,13 +282,14 @@ def test_other_bad_sizes_are_config_errors(override, field):
 
 
 def test_vit_patch_is_checked_only_for_the_vit_backbone():
-    validate_model_config(load_config(overrides=["model.motion.vit_patch=7"]))
+    with pytest.raises(ConfigError, match="model.motion.vit_patch: unknown key for backbone 'led'"):
+        load_config(overrides=["model.motion.vit_patch=7"])
     with pytest.raises(ConfigError, match="model.motion.vit_patch: 7 does not divide"):
         validate_model_config(load_config(overrides=["model.motion.vit_patch=7",
                                                      "model.motion.backbone=vit_b16"]))
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "quick-paper", "stable", "paper"])
 def test_profiles_are_valid_model_configurations(profile):
     validate_model_config(load_config(profile=profile))
 

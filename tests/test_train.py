@@ -97,15 +97,20 @@ def test_training_learns_a_strong_class_signal():
 
 
 def test_motion_group_alone_decays_every_step_epochs(cfg, data):
-    cfg = tiny_config("optim.lr=0.01", "optim.motion_lr_step=2", "optim.motion_lr_decay=0.1")
+    cfg = tiny_config("optim.lr=0.01", "optim.motion_lr_step=2", "optim.motion_lr_decay=0.1",
+                      "model.motion.led_filter_lr=0.1", "model.motion.led_filter_lr_epoch=3")
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=data.num_classes, num_aus=data.num_aus)
     optimizer, scheduler = build_optimizer(model, cfg)
     motion_ids = {id(p) for p in model.motion_parameters()}
+    filter_ids = {id(p) for p in model.motion.led.parameters()}
+    assert len(filter_ids) == 3 and filter_ids <= motion_ids
+    assert [g["name"] for g in optimizer.param_groups] == ["motion", "other", "filter"]
     group_ids = [{id(p) for p in g["params"]} for g in optimizer.param_groups]
-    assert group_ids[0] == motion_ids
-    assert group_ids[0].isdisjoint(group_ids[1])
-    assert group_ids[0] | group_ids[1] == {id(p) for p in model.parameters()}
+    assert group_ids[0] == motion_ids - filter_ids
+    assert group_ids[2] == filter_ids
+    assert sum(len(g) for g in group_ids) == len(set().union(*group_ids))   # disjoint
+    assert set().union(*group_ids) == {id(p) for p in model.parameters()}
     assert all(g["weight_decay"] == cfg.optim.weight_decay for g in optimizer.param_groups)
     assert isinstance(optimizer, torch.optim.AdamW)
     lrs = []
@@ -113,11 +118,45 @@ def test_motion_group_alone_decays_every_step_epochs(cfg, data):
         lrs.append([g["lr"] for g in optimizer.param_groups])
         optimizer.step()
         scheduler.step()
-    motion = [m for m, _ in lrs]
-    other = [o for _, o in lrs]
+    motion, other, filt = ([epoch[i] for epoch in lrs] for i in range(3))
     assert motion == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001])
     assert other == pytest.approx([0.01] * 5)
+    assert filt == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01])   # cut once, after 3 epochs
     assert motion_lr_factor(300, 100, 0.1) == pytest.approx(1e-3)
+
+
+def test_filter_joins_the_motion_group_without_its_own_lr(data):
+    cfg = tiny_config("model.motion.led_filter_lr=null")
+    model = build_model(cfg, num_classes=data.num_classes, num_aus=data.num_aus)
+    optimizer, _ = build_optimizer(model, cfg)
+    assert [g["name"] for g in optimizer.param_groups] == ["motion", "other"]
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {
+        id(p) for p in model.motion_parameters()}
+    resnet = tiny_config("model.motion.backbone=resnet18")
+    model = build_model(resnet, num_classes=data.num_classes, num_aus=data.num_aus)
+    assert [g["name"] for g in build_optimizer(model, resnet)[0].param_groups] == [
+        "motion", "other"]
+
+
+def test_led_filter_moves_at_its_own_learning_rate(data):
+    # lr 1e-4 for the network (the paper's) but 0.1 for (alpha, r1, r2): the filter moves
+    moved = {}
+    for filter_lr in (None, 0.1):
+        value = "null" if filter_lr is None else filter_lr
+        cfg = tiny_config("optim.epochs=2", "optim.lr=1e-4", f"model.motion.led_filter_lr={value}")
+        torch.manual_seed(0)
+        model = build_model(cfg, num_classes=data.num_classes, num_aus=data.num_aus)
+        before = model.motion.led.log_alpha.item()
+        optimizer, _ = build_optimizer(model, cfg)
+        flows, apex = data.flows[:8].float(), data.apex[:8]
+        from medn.losses import medn_loss
+        for _ in range(3):
+            parts = medn_loss(model(flows, apex), data.labels[:8], data.aus[:8], cfg.loss)
+            optimizer.zero_grad()
+            parts.total.backward()
+            optimizer.step()
+        moved[filter_lr] = abs(model.motion.led.log_alpha.item() - before)
+    assert moved[0.1] > 100 * moved[None]
 
 
 def test_fold_result_round_trips_through_json(data):

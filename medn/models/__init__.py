@@ -1,25 +1,38 @@
 """MEDN models: the whole network (``build_model``), its configuration check, and the parts.
 
 Backbones are looked up by name in ``medn.models.registry`` (``led``, ``resnet18``, ``resnet34``,
-``vit_b16``); importing this package registers them.
+``vit_b16``); importing this package imports every module of it, which registers them. A new
+backbone is its module here (``@register_backbone("name")``) and its config class (a subclass
+of ``medn.config.BackboneConfig``, which joins ``model.motion``'s union by itself).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from medn.config import ConfigError, MednConfig
-from medn.models import led, resnet, vit  # noqa: F401  (register the backbones)
-from medn.models.cofm import CoFM, WeightedSumFusion, create_fusion
-from medn.models.led import LEDBackbone, LEDFilter, led_min_frames
-from medn.models.medn import MEDN, MednOutput
-from medn.models.registry import backbone_names, create_backbone, register_backbone
-from medn.models.sevit import SEVit, SparseVideoViT
-from medn.models.vit import VideoViT, ViT
+
+for _module in pkgutil.iter_modules(__path__):  # register every backbone module's classes
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+from medn.models.cofm import CoFM, WeightedSumFusion, create_fusion  # noqa: E402
+from medn.models.cost import ModelCost, flops_per_clip, model_cost  # noqa: E402
+from medn.models.led import LEDBackbone, LEDFilter, led_min_frames  # noqa: E402
+from medn.models.medn import MEDN, MednOutput  # noqa: E402
+from medn.models.registry import (  # noqa: E402
+    backbone_names,
+    create_backbone,
+    register_backbone,
+)
+from medn.models.sevit import SEVit, SparseVideoViT  # noqa: E402
+from medn.models.vit import VideoViT, ViT  # noqa: E402
 
 __all__ = [
     "MEDN", "MednOutput", "CoFM", "WeightedSumFusion", "LEDBackbone", "LEDFilter", "SEVit",
     "SparseVideoViT", "ViT", "VideoViT", "build_model", "validate_model_config",
     "backbone_names", "create_backbone", "register_backbone", "create_fusion",
-    "count_parameters",
+    "count_parameters", "ModelCost", "model_cost", "flops_per_clip", "led_min_frames",
 ]
 
 
@@ -36,7 +49,7 @@ def _heads_problem(field: str, heads: int, width_field: str, width: int) -> str 
 
 def model_config_problems(cfg: MednConfig) -> list[str]:
     """Every reason ``cfg`` cannot build a MEDN, one line each, naming the field (empty if OK)."""
-    m, size, frames = cfg.model, cfg.data.size, cfg.data.frames
+    m, size = cfg.model, cfg.data.size
     problems: list[str] = []
     e = m.emotion
     if size % e.patch_size:
@@ -63,20 +76,10 @@ def model_config_problems(cfg: MednConfig) -> list[str]:
                                            "the token width model.dim / model.fusion.tokens",
                                            width) or "")
     mo = m.motion
-    if mo.backbone == "vit_b16":
-        if size % mo.vit_patch:
-            problems.append(f"model.motion.vit_patch: {mo.vit_patch} does not divide data.size "
-                            f"{size}; allowed: {_divisors(size)}")
-        problems.append(_heads_problem("model.motion.vit_heads", mo.vit_heads,
-                                       "model.motion.vit_dim", mo.vit_dim) or "")
-    if mo.backbone == "led":
-        need = led_min_frames(mo.led_drop_first)
-        if frames - 1 < need:
-            problems.append(f"data.frames: the led backbone needs at least {need + 1} frames "
-                            f"({need} flow frames), got {frames}")
+    problems += mo.problems(cfg)
     if mo.backbone not in backbone_names():
-        problems.append(f"model.motion.backbone: unknown backbone {mo.backbone!r}; "
-                        f"allowed: {', '.join(backbone_names())}")
+        problems.append(f"model.motion.backbone: no model is registered for {mo.backbone!r}; "
+                        f"registered: {', '.join(backbone_names())}")
     return [p for p in problems if p]
 
 

@@ -14,12 +14,14 @@ from medn.models.layers import feature_norm as make_feature_norm
 
 @dataclass
 class MednOutput:
-    """One forward pass: class logits (B, C), AU logits (B, A), F_m (B, D), F_e (B, D)."""
+    """One forward pass: class logits (B, C), AU logits (B, A), F_m (B, D), F_e (B, D) and
+    F_fusion (B, D), the fused feature the classifier reads (before ``head_norm``)."""
 
     logits: Tensor
     au_logits: Tensor
     f_m: Tensor
     f_e: Tensor
+    f_fusion: Tensor | None = None
 
 
 INPUT_NORMS: tuple[str, ...] = ("none", "clip_rms", "fixed")
@@ -68,21 +70,34 @@ class MEDN(nn.Module):
         self.classifier = nn.Linear(dim, num_classes)
         self.orth_eps = orth_eps
 
-    def forward(self, flows: Tensor, apex: Tensor) -> MednOutput:
+    @property
+    def uses_frames(self) -> bool:
+        """Whether the motion backbone reads the aligned frames (LED with ``led_input:
+        frames``): then ``forward`` needs ``frames``."""
+        return bool(getattr(self.motion, "uses_frames", False))
+
+    def forward(self, flows: Tensor, apex: Tensor, frames: Tensor | None = None) -> MednOutput:
         """``flows`` (B, T-1, 2, H, W) float (float16 is upcast), ``apex`` (B,) long index into
-        T-1 (used by the single-flow backbones) -> ``MednOutput``."""
+        T-1 (used by the single-flow backbones), ``frames`` (B, T, H, W) (any dtype; needed
+        when ``uses_frames``) -> ``MednOutput``."""
         if flows.dim() != 5 or flows.shape[2] != 2:
             raise ValueError(f"flows must have shape (B, T-1, 2, H, W), got {tuple(flows.shape)}")
         if flows.dtype != torch.float32:
             flows = flows.float()
         flows = self.normalize_input(flows)
-        f_m = self.motion_norm(self.motion(flows, apex))
+        if self.uses_frames:
+            if frames is None:
+                raise ValueError("model.motion.led_input=frames: the motion branch reads the "
+                                 "aligned frames, but none were given")
+            f_m = self.motion_norm(self.motion(frames, apex))
+        else:
+            f_m = self.motion_norm(self.motion(flows, apex))
         au_logits = self.au_head(f_m)
         f_e = self.emotion(flows)
         perp_m, perp_e = orthogonal_components(f_m, f_e, self.orth_eps)
         fused = self.fusion(perp_m, perp_e)
         logits = self.classifier(self.dropout(self.head_norm(fused)))
-        return MednOutput(logits=logits, au_logits=au_logits, f_m=f_m, f_e=f_e)
+        return MednOutput(logits=logits, au_logits=au_logits, f_m=f_m, f_e=f_e, f_fusion=fused)
 
     def normalize_input(self, flows: Tensor) -> Tensor:
         """The flows as both branches see them (``model.input_norm``): each clip divided by its
@@ -90,8 +105,15 @@ class MEDN(nn.Module):
         return normalize_flows(flows, self.input_norm, self.input_scale)
 
     def motion_parameters(self) -> list[nn.Parameter]:
-        """The motion branch and its AU head (their own lr group: x0.1 every 100 epochs)."""
+        """The motion branch and its AU head (their own lr group: x0.1 every 100 epochs),
+        LED's filter parameters included (see ``filter_parameters``)."""
         return [*self.motion.parameters(), *self.au_head.parameters()]
+
+    def filter_parameters(self) -> list[nn.Parameter]:
+        """The motion backbone's parameters that may train at their own learning rate (LED's
+        (alpha, r1, r2); empty for the other backbones). A subset of ``motion_parameters``."""
+        own = getattr(self.motion, "filter_parameters", None)
+        return list(own()) if callable(own) else []
 
     def other_parameters(self) -> list[nn.Parameter]:
         """Every parameter not in ``motion_parameters`` (SEVit, fusion, head norm, classifier)."""

@@ -3,6 +3,7 @@
 A backbone is an ``nn.Module`` class with ``from_config(cfg: MednConfig) -> Backbone`` and
 ``forward(flows (B, T-1, 2, H, W), apex (B,)) -> (B, D)`` where D = ``cfg.model.dim``.
 Register one with ``@register_backbone("name")``; build one with ``create_backbone(name, cfg)``.
+Its settings are a config class of the same name in ``medn.config`` (``BackboneConfig``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TypeVar
 
 from torch import nn
 
-from medn.config import MednConfig
+from medn.config import MednConfig, backbone_config_classes
 
 _BACKBONES: dict[str, type[nn.Module]] = {}
 
@@ -26,6 +27,9 @@ def register_backbone(name: str) -> Callable[[M], M]:
         if name in _BACKBONES and _BACKBONES[name] is not cls:
             raise ValueError(f"backbone {name!r} is already registered "
                              f"({_BACKBONES[name].__qualname__})")
+        if name not in backbone_config_classes():
+            raise TypeError(f"backbone {name!r} has no config class: subclass "
+                            "medn.config.BackboneConfig with backbone: Literal[...] naming it")
         if not callable(getattr(cls, "from_config", None)):
             raise TypeError(f"backbone {cls.__qualname__} needs a from_config(cfg) classmethod")
         _BACKBONES[name] = cls
