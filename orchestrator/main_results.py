@@ -85,8 +85,9 @@ def _ours(tracking_uri: str, client: Any, spec: StudySpec, dataset: str,
     rows = []
     for _, r in df.iterrows():
         profile = ""
-        if r["run_id"]:
-            profile = client.get_run(r["run_id"]).data.tags.get(TAG_PROFILE, "")
+        if r["run_id"]:  # one id per seed, joined by commas: the seeds share a profile
+            first = str(r["run_id"]).split(",")[0]
+            profile = client.get_run(first).data.tags.get(TAG_PROFILE, "")
         total = "?" if pd.isna(r["folds_total"]) else str(r["folds_total"])
         rows.append({"label": str(r["label"]), "variant": str(r["variant"]),
                      "uf1": float(r["uf1"]), "uar": float(r["uar"]),

@@ -1,0 +1,100 @@
+"""Which of the paper's figures each run gets, and the data they are drawn from.
+
+- every pooled parent run: Fig. 7's row-normalised confusion matrix
+  (``confusion_matrix_normalized.png``, beside the counts) and Fig. 8's t-SNE of the held-out
+  clips' F_m, F_e and F_fusion pooled over the folds (``tsne.png``), from the features each
+  fold's ``FoldResult`` carries (its ``fold_result.json`` artifact);
+- the summary run of a sweeps study (``lambda-grid``, Fig. 6): the lambda curves of every task
+  of that dataset found in MLflow, in one figure (``summary/fig6_lambda_curves.png``).
+
+The drawing itself is ``orchestrator.figures``; this module only gathers the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from orchestrator import figures
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from medn.train import FoldResult
+    from orchestrator.studies.spec import StudySpec
+
+NORMALIZED_CONFUSION_ARTIFACT = "confusion_matrix_normalized.png"
+TSNE_ARTIFACT = "tsne.png"
+FIG6_ARTIFACT = "fig6_lambda_curves.png"
+TSNE_SEED = 0
+
+
+def pooled_features(results: Sequence[FoldResult]) -> dict[str, np.ndarray]:
+    """Each feature (``f_m``, ``f_e``, ``f_fusion``) of every fold's held-out clips,
+    concatenated in the folds' order (the order of the pooled labels); a feature that some
+    fold did not record is left out (no partial pool)."""
+    out: dict[str, np.ndarray] = {}
+    for name in figures.FEATURE_PANELS:
+        parts = [getattr(r, "features", {}).get(name) for r in results]
+        if parts and all(p is not None for p in parts):
+            out[name] = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+    return out
+
+
+def parent_figures(results: Sequence[FoldResult], classes: Sequence[str], num_classes: int,
+                   title: str) -> dict[str, Figure]:
+    """The paper's per-run figures for a parent whose folds produced ``results``: artifact
+    name -> figure (Fig. 7 normalised confusion matrix; Fig. 8 t-SNE when features exist)."""
+    from medn import metrics as mm
+
+    y_true = np.concatenate([r.y_true for r in results])
+    y_pred = np.concatenate([r.y_pred for r in results])
+    matrix = mm.confusion(y_true, y_pred, num_classes)
+    out = {NORMALIZED_CONFUSION_ARTIFACT: figures.confusion_normalized_figure(
+        matrix, classes, title)}
+    features = pooled_features(results)
+    if features:
+        out[TSNE_ARTIFACT] = figures.tsne_figure(features, y_true, classes, title,
+                                                 seed=TSNE_SEED)
+    return out
+
+
+def lambda_curves(tracking_uri: str, spec: StudySpec, dataset: str
+                  ) -> dict[int, dict[str, list[tuple[float, float, float]]]]:
+    """Per task of ``spec`` on ``dataset`` found in MLflow: each sweep's points as
+    ``{key: [(value, uf1, uar), ...]}`` (NaN where the point is not complete)."""
+    from mlflow import MlflowClient
+
+    from orchestrator.report import study_table
+    from orchestrator.studies.expand import sweep_curves
+
+    curves_spec = sweep_curves(spec)
+    if not curves_spec:
+        return {}
+    pattern = re.compile(rf"^{re.escape(spec.name)}/{re.escape(dataset)}-(\d+)class$")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    tasks = sorted(int(m[1]) for exp in client.search_experiments(
+        filter_string=f"name LIKE '{spec.name}/%'", max_results=1000)
+        if (m := pattern.match(exp.name)))
+    out: dict[int, dict[str, list[tuple[float, float, float]]]] = {}
+    for task in tasks:
+        table = study_table(tracking_uri, spec.name, dataset, task, spec=spec)
+        by_name = table.set_index("variant")
+        out[task] = {key: [(float(value), float(by_name["uf1"].get(name, math.nan)),
+                            float(by_name["uar"].get(name, math.nan)))
+                           for value, name in points]
+                     for key, points in curves_spec}
+    return out
+
+
+def summary_figures(tracking_uri: str, spec: StudySpec, dataset: str) -> dict[str, Any]:
+    """Extra figures for the summary run of ``spec`` on ``dataset``: Fig. 6 (every task's
+    lambda curves in one figure) for a sweeps study; nothing for the others."""
+    curves = lambda_curves(tracking_uri, spec, dataset)
+    if not curves:
+        return {}
+    return {FIG6_ARTIFACT: figures.lambda_curves_figure(curves, dataset)}

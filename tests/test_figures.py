@@ -1,0 +1,191 @@
+"""The paper's figures (Fig. 6, 7, 8) drawn from synthetic inputs, the data gathered for them,
+and the cost numbers behind the Table VI claim."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection
+from train_helpers import fake_result, random_dataset, tiny_config
+
+from orchestrator import figures
+from orchestrator.cost import (
+    FLOPS,
+    FLOPS_EMOTION,
+    PARAMS,
+    PARAMS_EMOTION,
+    TRAIN_SECONDS,
+    add_cost_columns,
+    cost_notes,
+    model_cost_metrics,
+    train_seconds,
+)
+from orchestrator.paper_figures import (
+    NORMALIZED_CONFUSION_ARTIFACT,
+    TSNE_ARTIFACT,
+    parent_figures,
+    pooled_features,
+)
+
+CLASSES = ["negative", "positive", "surprise"]
+
+
+def _clusters(n_per_class: int, dims: int, spread: float, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs, one per class, ``spread`` apart (0: no class signal)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(CLASSES)), n_per_class)
+    centres = rng.normal(size=(len(CLASSES), dims)) * spread
+    return (centres[labels] + rng.normal(size=(len(labels), dims))).astype(np.float32), labels
+
+
+def test_rows_are_normalised_and_an_empty_class_stays_empty() -> None:
+    rates = figures.normalize_rows(np.array([[3, 1, 0], [0, 0, 0], [1, 1, 2]]))
+    assert rates[0].tolist() == [0.75, 0.25, 0.0]
+    assert np.isnan(rates[1]).all()
+    assert rates[2].tolist() == [0.25, 0.25, 0.5]
+
+
+def test_normalized_confusion_figure_prints_each_class_accuracy() -> None:
+    matrix = np.array([[20, 3, 2], [4, 10, 1], [0, 0, 0]])
+    fig = figures.confusion_normalized_figure(matrix, CLASSES, "full UF1 0.61")
+    ax = fig.axes[0]
+    cells = [t.get_text() for t in ax.texts]
+    assert cells == ["0.80", "0.12", "0.08", "0.27", "0.67", "0.07", "-", "-", "-"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "negative (n=25)", "positive (n=15)", "surprise (n=0)"]
+    assert "full UF1 0.61" in ax.get_title() and "per-class accuracy" in ax.get_title()
+    with pytest.raises(ValueError, match="3 classes"):
+        figures.confusion_normalized_figure(np.eye(2), CLASSES)
+
+
+def _nearest_neighbour_agreement(ax) -> float:
+    """Share of plotted points whose nearest other point has the same colour (class)."""
+    points, owners = [], []
+    for index, collection in enumerate(c for c in ax.collections
+                                       if isinstance(c, PathCollection)):
+        offsets = collection.get_offsets()
+        points.append(np.asarray(offsets))
+        owners += [index] * len(offsets)
+    xy, owner = np.concatenate(points), np.asarray(owners)
+    distance = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    return float((owner[distance.argmin(axis=1)] == owner).mean())
+
+
+def test_tsne_figure_three_panels_coloured_by_emotion() -> None:
+    separated, labels = _clusters(20, 16, spread=6.0)
+    noise, _ = _clusters(20, 16, spread=0.0, seed=1)
+    fig = figures.tsne_figure({"f_m": noise, "f_e": separated, "f_fusion": separated},
+                              labels, CLASSES, "full")
+    panels = fig.axes
+    assert [ax.get_title() for ax in panels] == list(figures.FEATURE_PANELS.values())
+    for ax in panels:
+        sizes = [len(c.get_offsets()) for c in ax.collections]
+        assert sizes == [20, 20, 20]                     # one colour per emotion, every clip
+    # clusters in the features stay clusters of one colour; noise does not
+    assert _nearest_neighbour_agreement(panels[2]) > 0.95
+    assert _nearest_neighbour_agreement(panels[0]) < 0.8
+    assert "60 held-out clips" in fig._suptitle.get_text()
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "negative (20)", "positive (20)", "surprise (20)"]
+
+
+def test_tsne_is_seeded_and_says_why_a_panel_is_empty() -> None:
+    x, labels = _clusters(4, 8, spread=3.0)
+    assert np.array_equal(figures.tsne_embedding(x, seed=3), figures.tsne_embedding(x, seed=3))
+    fig = figures.tsne_figure({"f_e": x, "f_fusion": x[:4]}, labels, CLASSES)
+    texts = [" ".join(t.get_text() for t in ax.texts) for ax in fig.axes]
+    assert texts[0] == "no t-SNE: not recorded" and texts[2] == "no t-SNE: only 4 clips"
+    assert len(fig.axes[1].collections) == 3
+    with pytest.raises(ValueError, match="11 feature rows for 12 labels"):
+        figures.tsne_figure({"f_e": x[:11]}, labels, CLASSES)
+
+
+def test_lambda_curves_one_colour_per_task_and_the_tasks_named() -> None:
+    xs = [0.0, 1.0, 2.0]
+    curves = {3: {"loss.lambda_au": [(x, 0.5 + 0.1 * x, 0.4) for x in xs],
+                  "loss.lambda_orth": [(x, 0.6, math.nan) for x in xs]},
+              4: {"loss.lambda_au": [(x, 0.3, 0.35) for x in xs]}}
+    fig = figures.lambda_curves_figure(curves, "synth")
+    title = fig._suptitle.get_text()
+    assert "tasks in this figure: 3-class, 4-class" in title and "also plots 7-class" in title
+    au, orth = fig.axes
+    assert au.get_xlabel() == "λ_au" and orth.get_xlabel() == "λ_orth"
+    lines = {line.get_label(): line for line in au.get_lines()}
+    assert list(lines["3-class UF1"].get_ydata()) == pytest.approx([0.5, 0.6, 0.7])
+    assert list(lines["4-class UAR"].get_ydata()) == [0.35] * 3
+    assert lines["3-class UF1"].get_color() != lines["4-class UF1"].get_color()
+    assert {line.get_label() for line in orth.get_lines()} == {"3-class UF1", "3-class UAR"}
+    every = {t: curves[3] for t in (3, 4, 7)}
+    assert "also plots" not in figures.lambda_curves_figure(every)._suptitle.get_text()
+
+
+def _with_features(result, dim: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = len(result.clips)
+    feats = {name: (rng.normal(size=(n, dim)) + result.y_true[:, None]).astype(np.float32)
+             for name in figures.FEATURE_PANELS}
+    return replace(result, features=feats)
+
+
+def test_parent_figures_pool_every_fold() -> None:
+    cfg = tiny_config()
+    data = random_dataset(cfg, subjects=3, clips_per_subject=6)
+    results = [_with_features(fake_result(data, s, seed=i), seed=i)
+               for i, s in enumerate(data.subject_ids)]
+    pooled = pooled_features(results)
+    assert set(pooled) == set(figures.FEATURE_PANELS)
+    assert pooled["f_e"].shape == (18, 8)
+    assert np.array_equal(pooled["f_m"][6:12], results[1].features["f_m"])
+    out = parent_figures(results, data.classes, data.num_classes, "full")
+    assert set(out) == {NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT}
+    y_true = np.concatenate([r.y_true for r in results])
+    y_pred = np.concatenate([r.y_pred for r in results])
+    first = (y_pred[y_true == 0] == 0).mean()
+    assert out[NORMALIZED_CONFUSION_ARTIFACT].axes[0].texts[0].get_text() == f"{first:.2f}"
+    # one fold without features: no partial t-SNE
+    results[2] = replace(results[2], features={})
+    assert pooled_features(results) == {}
+    assert set(parent_figures(results, data.classes, data.num_classes, "x")) == {
+        NORMALIZED_CONFUSION_ARTIFACT}
+
+
+def test_model_cost_of_doubled_rates_and_the_claim_note() -> None:
+    from medn.models.cost import model_cost
+
+    costs = {}
+    for rates in ("[1,2,4,8]", "[1,1,2,2,4,4,8,8]"):
+        cfg = tiny_config(f"model.emotion.sparsity_rates={rates}")
+        data = random_dataset(cfg)
+        costs[rates] = model_cost_metrics(cfg, data)
+        whole = model_cost(cfg, num_classes=data.num_classes, num_aus=data.num_aus)
+        assert costs[rates][FLOPS] == whole.flops_per_clip      # the same counter as medn's
+        assert costs[rates][PARAMS] == whole.parameters
+        assert 0 < costs[rates][FLOPS_EMOTION] < costs[rates][FLOPS]
+    single, double = costs["[1,2,4,8]"], costs["[1,1,2,2,4,4,8,8]"]
+    assert 1.8 < double[FLOPS_EMOTION] / single[FLOPS_EMOTION] < 2.2
+    assert double[PARAMS_EMOTION] > single[PARAMS_EMOTION]
+    runs = {"a": {**single, TRAIN_SECONDS: 100.0}, "b1": {**double, TRAIN_SECONDS: 170.0},
+            "b2": {**double, TRAIN_SECONDS: 190.0}, "c": {}}
+    df = pd.DataFrame({"label": ["[1,2,4,8]", "[1,1,2,2,4,4,8,8]", "[1]"],
+                       "run_id": ["a", "b1,b2", "c"]})
+    add_cost_columns(df, runs)
+    assert df["train_seconds"].tolist()[:2] == [100.0, 180.0]    # mean over the seeds
+    assert math.isnan(df["flops_per_clip"].iloc[2])
+    notes = cost_notes(df)
+    ratio = double[FLOPS_EMOTION] / single[FLOPS_EMOTION]
+    assert notes[0].startswith("cost (parameters · FLOPs per clip · training seconds")
+    assert "[1] - · - · -" in notes[0]
+    assert f"SEVit FLOPs ×{ratio:.2f}" in notes[1] and "training time ×1.80" in notes[1]
+    assert "nearly doubles" in notes[1]
+    assert train_seconds([replace(fake_result(data, data.subject_ids[0]), seconds=2.5)] * 2) == {
+        TRAIN_SECONDS: 5.0}
+    empty = pd.DataFrame({"label": ["[1]"], "run_id": ["x"]})
+    add_cost_columns(empty, {"x": {"uf1": 0.5}})
+    assert "flops_per_clip" not in empty.columns and cost_notes(empty) == []
