@@ -9,9 +9,12 @@ the 68 landmarks (brows to chin, jaw to jaw), its side the box's longer side plu
 ``CROP_MARGIN`` (10%) of it on each side, centred on the box. Where that square runs off the
 image (pre-cropped releases whose face fills the frame) it is first moved, by at most the
 margin so every landmark stays inside, to lie within the image; if it still runs off, the margin
-shrinks in steps to 0. Whatever still lies outside is not invented: those crop pixels are black
-(constant border) and ``outside_mask`` marks them so their flow is set to 0. On a face-filling
-frame this leaves at most a few % of the crop outside; on full frames nothing.
+shrinks in steps to 0; if it still runs off (the jaw line at or past the frame's edge), the same
+is tried on the box of the inner landmarks 17-67 (brows, eyes, nose, mouth), and of all these
+the crop running least off the image is kept. Whatever still lies outside is not invented: those
+crop pixels are black (constant border) and ``outside_mask`` marks them so their flow is set to
+0. On a face-filling frame this leaves at most a few % of the crop outside; on full frames
+nothing.
 
 Detection: dlib's HOG frontal face detector at its standard threshold (0) on the frame scaled so
 its longer side is at most ``DETECT_MAX_SIDE`` px (SAMM frames are 2040 px wide), upsampled once
@@ -33,7 +36,7 @@ import cv2
 import dlib
 import numpy as np
 
-ALIGNMENT_VERSION = "landmark-box-m0.10-fit-mask-v2"
+ALIGNMENT_VERSION = "landmark-box-m0.10-inner-fit-mask-v2"
 CROP_MARGIN = 0.10
 MARGIN_STEPS = 5  # CROP_MARGIN, 3/4, 1/2, 1/4 of it, 0
 DETECT_MAX_SIDE = 640
@@ -136,7 +139,8 @@ class FaceFit:
 
     ``box`` is dlib's face box in the source frame (may run off it); ``interocular_px`` the eye
     centres' distance in source px; ``margin`` the margin used (a share of the landmark box);
-    ``outside_share`` the share of crop pixels that lie outside the source image.
+    ``outside_share`` the share of crop pixels that lie outside the source image; ``basis``
+    which landmarks framed the crop (``all`` 68, or ``inner``: without the jaw line).
     """
 
     matrix: np.ndarray
@@ -144,6 +148,7 @@ class FaceFit:
     interocular_px: float
     margin: float
     outside_share: float
+    basis: str = "all"
 
 
 def _rotation(points: np.ndarray) -> np.ndarray:
@@ -181,45 +186,50 @@ def _outside_share(corners: np.ndarray, image_corners: np.ndarray) -> float:
 
 
 def crop_matrix(points: np.ndarray, size: int,
-                image_shape: tuple[int, int]) -> tuple[np.ndarray, float, float]:
-    """The crop rule of this module: ``(2x3 matrix, margin used, outside share)``."""
+                image_shape: tuple[int, int]) -> tuple[np.ndarray, float, float, str]:
+    """The crop rule of this module: ``(2x3 matrix, margin used, outside share, basis)``.
+
+    ``basis`` is ``"all"`` (the box of all 68 landmarks) or ``"inner"`` (landmarks 17-67: brows,
+    eyes, nose, mouth), the fallback when the jaw line runs off a tightly cropped frame.
+    """
     rot = _rotation(points)
-    level = points @ rot.T
-    (x0, y0), (x1, y1) = level.min(axis=0), level.max(axis=0)
     h, w = image_shape[:2]
     image = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
     image_level = image @ rot.T
     inner_x, inner_y = _inner_interval(image_level[:, 0]), _inner_interval(image_level[:, 1])
-    base = max(x1 - x0, y1 - y0)
-    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
-    best: tuple[float, float, np.ndarray] | None = None
-    for step in range(MARGIN_STEPS):
-        margin = CROP_MARGIN * (1 - step / (MARGIN_STEPS - 1))
-        side = base * (1 + 2 * margin)
-        lo = centre - side / 2
-        dx = _shift(lo[0], lo[0] + side, inner_x, (x0, x1))
-        dy = _shift(lo[1], lo[1] + side, inner_y, (y0, y1))
-        origin = lo + np.array([dx, dy])
-        corners = origin + np.array([[0, 0], [side, 0], [side, side], [0, side]])
-        outside = _outside_share(corners @ rot, image)  # back to source px (rot is orthogonal)
-        if best is None or outside < best[1] - _AREA_TOLERANCE:
-            best = (margin, outside, origin)
-        if outside <= _AREA_TOLERANCE:
+    best: tuple[float, float, np.ndarray, float, str] | None = None
+    for basis, subset in (("all", points), ("inner", points[17:])):
+        level = subset @ rot.T
+        (x0, y0), (x1, y1) = level.min(axis=0), level.max(axis=0)
+        base = max(x1 - x0, y1 - y0)
+        centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+        for step in range(MARGIN_STEPS):
+            margin = CROP_MARGIN * (1 - step / (MARGIN_STEPS - 1))
+            side = base * (1 + 2 * margin)
+            lo = centre - side / 2
+            dx = _shift(lo[0], lo[0] + side, inner_x, (x0, x1))
+            dy = _shift(lo[1], lo[1] + side, inner_y, (y0, y1))
+            origin = lo + np.array([dx, dy])
+            corners = origin + np.array([[0, 0], [side, 0], [side, side], [0, side]])
+            outside = _outside_share(corners @ rot, image)  # to source px (rot is orthogonal)
+            if best is None or outside < best[1] - _AREA_TOLERANCE:
+                best = (margin, outside, origin, side, basis)
+            if outside <= _AREA_TOLERANCE:
+                break
+        if best[1] <= _AREA_TOLERANCE:
             break
-    margin, outside, origin = best
-    side = base * (1 + 2 * margin)
+    margin, outside, origin, side, basis = best
     scale = size / side
-    linear = scale * rot
-    matrix = np.hstack([linear, (-scale * origin)[:, None]])
-    return matrix, margin, outside
+    matrix = np.hstack([scale * rot, (-scale * origin)[:, None]])
+    return matrix, margin, outside, basis
 
 
 def fit_alignment(gray: np.ndarray, size: int) -> FaceFit:
     """The clip's alignment from its first frame (face, landmarks, crop rule)."""
     box = largest_face(gray)
     points = landmarks(gray, box)
-    matrix, margin, outside = crop_matrix(points, size, gray.shape)
-    return FaceFit(matrix, box, interocular_distance(points), margin, outside)
+    matrix, margin, outside, basis = crop_matrix(points, size, gray.shape)
+    return FaceFit(matrix, box, interocular_distance(points), margin, outside, basis)
 
 
 def warp_face(gray: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:

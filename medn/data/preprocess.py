@@ -226,6 +226,7 @@ def compute_clip(job: ClipJob, params: PreprocessParams) -> cache.CacheEntry:
     qc = {"face_box": [int(v) for v in fit.box],
           "interocular_px": round(fit.interocular_px, 2),
           "outside_share": round(float(outside.mean()), 5), "margin": round(fit.margin, 4),
+          "crop_basis": fit.basis,
           "flow_face": _mean_magnitude(flow, ~outside),
           "flow_outside": _mean_magnitude(flow, outside)}
     return cache.CacheEntry(flow.astype(np.float16), frames, np.asarray(job.frame_numbers), qc)
