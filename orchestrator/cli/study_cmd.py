@@ -1,28 +1,27 @@
-"""``medn study``: list and show the study specs, and one command per study that runs it."""
+"""``medn study``: list and show the study specs, and one command per study that runs it.
+
+The per-study commands are made when they are asked for (``LazyStudyGroup``): starting ``medn``
+reads no spec, so a broken file in ./studies never breaks an unrelated command.
+"""
 
 # No `from __future__ import annotations`: Typer reads these signatures at registration time,
 # and the per-study commands are closures.
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from orchestrator.cli.common import console, fail, run_study_command
+from orchestrator.cli.options import options_command
 from orchestrator.paper_numbers import PAPER_TITLES
-from orchestrator.studies.discover import StudyEntry, discover_studies, find_study
-from orchestrator.studies.options import StudyOptions, StudyOptionsError
+from orchestrator.studies.discover import StudyEntry, discover_studies, find_study, study_files
 from orchestrator.studies.spec import StudySpec, StudySpecError
 
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+STATIC_COMMANDS = ("list", "show")
 
 
 def _value(value: Any) -> str:
@@ -37,23 +36,48 @@ def _size(spec: StudySpec) -> str:
     return str(len(spec.variants_for()))
 
 
-def list_command() -> None:
+def _entry_json(entry: StudyEntry) -> dict[str, Any]:
+    spec = entry.spec
+    return {"name": entry.name, "path": str(entry.path), "origin": entry.origin,
+            "valid": spec is not None, "error": entry.error,
+            "paper": PAPER_TITLES.get(spec.paper or "") if spec else None,
+            "kind": spec.kind if spec else None,
+            "variants": len(spec.variants_for()) if spec and spec.search is None else None,
+            "trials": spec.search.trials if spec and spec.search else None,
+            "tasks": list(spec.tasks) if spec else None,
+            "description": spec.description if spec else None}
+
+
+def list_command(
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="one JSON array on stdout, for scripts")] = False,
+) -> None:
     """List the studies (shipped ones and ./studies/*.yaml), with invalid files and why."""
     entries = discover_studies(check_model=True)
+    if as_json:
+        typer.echo(json.dumps([_entry_json(e) for e in entries.values()], indent=2))
+        return
     table = Table(title="Studies", show_lines=False)
-    for column in ("name", "paper", "variants", "tasks", "description", "from"):
-        table.add_column(column, overflow="fold")
+    # Names and paths are never folded: `medn study list | grep NAME` must find them whole;
+    # the description takes what width is left.
+    widest = max((len(name) for name in entries), default=4)
+    table.add_column("name", no_wrap=True, min_width=widest)
+    table.add_column("paper", no_wrap=True)
+    table.add_column("variants", no_wrap=True)
+    table.add_column("tasks", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
+    table.add_column("from", no_wrap=True)
     invalid: list[StudyEntry] = []
     for entry in entries.values():
+        origin = entry.origin if entry.origin == "builtin" else escape(str(entry.path))
         if entry.spec is None:
             invalid.append(entry)
-            table.add_row(f"[red]{entry.name}[/]", "", "[red]invalid[/]", "",
-                          "[red]see below[/]", str(entry.path))
+            table.add_row(f"[red]{escape(entry.name)}[/]", "", "[red]invalid[/]", "",
+                          "[red]see below[/]", origin)
             continue
         spec = entry.spec
         table.add_row(spec.name, PAPER_TITLES.get(spec.paper or "", "-"), _size(spec),
-                      ",".join(map(str, spec.tasks)), escape(spec.description),
-                      entry.origin if entry.origin == "builtin" else str(entry.path))
+                      ",".join(map(str, spec.tasks)), escape(spec.description), origin)
     console.print(table)
     for entry in invalid:
         console.print(f"[red]invalid:[/] {escape(entry.error or '')}", highlight=False,
@@ -67,13 +91,14 @@ def show_command(name: Annotated[str, typer.Argument(help="the study's name")]) 
     try:
         spec = find_study(name)
     except StudySpecError as err:
-        raise _fail(str(err)) from None
-    console.print(f"[bold]{spec.name}[/]: {spec.description}")
+        raise fail(str(err)) from None
+    console.print(f"[bold]{spec.name}[/]: {escape(spec.description)}")
     console.print(f"  paper: {PAPER_TITLES.get(spec.paper or '', 'none')}   tasks: "
                   f"{', '.join(map(str, spec.tasks))} (change with --task)   metric: {spec.metric}"
                   f"   file: {spec.source}", highlight=False)
     if spec.base:
-        console.print(f"  base (over the --profile): {json.dumps(spec.base)}", highlight=False)
+        console.print(f"  base (over the --profile): {escape(json.dumps(spec.base))}",
+                      highlight=False)
     if spec.search is not None:
         search = spec.search
         console.print(f"  search: {search.sampler} sampler ({search.startup_trials} random "
@@ -101,85 +126,62 @@ def show_command(name: Annotated[str, typer.Argument(help="the study's name")]) 
     console.print(table)
 
 
-def _make_run_command(entry: StudyEntry):  # noqa: ANN202 - a Typer command function
-    spec_name = entry.name
-    is_search = entry.spec is not None and entry.spec.search is not None
+def _make_run_command(name: str, spec: StudySpec | None, error: str | None) -> Any:
+    def run(given: dict[str, Any], extra: dict[str, Any]) -> None:
+        del extra
+        from orchestrator.studies.options import StudyOptions, StudyOptionsError
 
-    def run_command(
-        dataset: Annotated[str, typer.Option(
-            help="synth (generated, no files needed), casme2, samm or casme3a")] = "synth",
-        annotations: Annotated[Path | None, typer.Option(
-            help="the dataset's annotation sheet (real datasets)")] = None,
-        data_root: Annotated[Path | None, typer.Option(
-            help="the dataset's frames folder (real datasets)")] = None,
-        task: Annotated[list[int] | None, typer.Option(
-            "--task", help="label protocol: 3, 4, 5 or 7 classes; repeatable "
-                           "(default: the study's tasks)")] = None,
-        profile: Annotated[str, typer.Option(help="smoke, quick or paper")] = "quick",
-        address: Annotated[str | None, typer.Option(
-            help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")] = None,
-        tracking_uri: Annotated[str | None, typer.Option(
-            help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)"
-        )] = None,
-        gpus_per_trial: Annotated[float | None, typer.Option(
-            help="GPUs per (variant, fold) trial, e.g. 0.25 packs four folds on one GPU "
-                 "(default: 1 when the cluster has GPUs, else 0)")] = None,
-        cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial")] = 1.0,
-        max_concurrent: Annotated[int | None, typer.Option(
-            help="most trials running at once (default: as many as resources allow)")] = None,
-        max_failures: Annotated[int, typer.Option(
-            help="retries of a failed fold before it counts as failed")] = 2,
-        fresh: Annotated[bool, typer.Option(
-            "--fresh", help="start a new study run beside the old one instead of resuming")
-        ] = False,
-        set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="KEY=VALUE configuration override for every variant; repeatable")
-        ] = None,
-        cache_dir: Annotated[Path | None, typer.Option(
-            help="preprocessing cache (default: .medn_cache)")] = None,
-        trials: Annotated[int | None, typer.Option(
-            hidden=not is_search, help="trial budget of the search (default: the spec's)")
-        ] = None,
-    ) -> None:
         try:
-            spec = find_study(spec_name)
-            if trials is not None and spec.search is None:
-                raise StudyOptionsError(f"--trials: study {spec_name!r} has fixed variants, "
-                                        "not a search")
-            options = StudyOptions(
-                dataset=dataset, annotations=annotations, data_root=data_root,
-                tasks=list(task) if task else list(spec.tasks), profile=profile,
-                address=address, tracking_uri=tracking_uri, gpus_per_trial=gpus_per_trial,
-                cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent,
-                max_failures=max_failures, fresh=fresh, sets=list(set_ or []),
-                cache_dir=cache_dir, trials=trials)
+            found = find_study(name)
+            options = StudyOptions(**{"tasks": list(found.tasks), **given})
         except (StudySpecError, StudyOptionsError) as err:
-            raise _fail(str(err)) from None
-        from orchestrator.execution import StudyError, run_study  # lazy: Ray/MLflow are slow
+            raise fail(str(err)) from None
+        outcome = run_study_command(found, options, executor="ray")
+        if not outcome.complete:
+            raise fail(f"study {name!r} is incomplete; run the same command again to resume it",
+                       1)
 
-        try:
-            outcome = run_study(spec, options)
-        except (StudyError, StudySpecError, StudyOptionsError) as err:
-            raise _fail(str(err), code=1) from None
-        if not getattr(outcome, "complete", False):
-            raise _fail(f"study {spec_name!r} is incomplete; run the same command again to "
-                        "resume it", code=1)
+    description = (spec.description if spec is not None
+                   else f"(invalid spec: {error or name}; see `medn study list`)")
+    doc = f"Run the study {name!r}: {description}"
+    return options_command("study", run, search=spec is not None and spec.search is not None,
+                           doc=doc)
 
-    description = (entry.spec.description if entry.spec is not None
-                   else f"(invalid spec: {entry.path}; see `medn study list`)")
-    run_command.__doc__ = f"Run the study {spec_name!r}: {description}"
-    return run_command
+
+class LazyStudyGroup(TyperGroup):
+    """``medn study``: ``list``, ``show`` and one command per spec file, each made (and its spec
+    read) only when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The static commands, then every study file's name (no spec is read)."""
+        return [*STATIC_COMMANDS, *(n for n in study_files() if n not in STATIC_COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A static command, or the run command of study ``cmd_name`` (its spec read now;
+        an invalid spec still gives a command, which explains the problem when run)."""
+        if cmd_name in STATIC_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        file = study_files().get(cmd_name)
+        if file is None:
+            return None
+        from orchestrator.studies.discover import load_entry
+
+        entry = load_entry(file)
+        command = _make_run_command(cmd_name, entry.spec, entry.error)
+        single = typer.Typer(add_completion=False)
+        single.command(cmd_name, help=command.__doc__)(command)
+        click_command = typer.main.get_command(single)
+        click_command.name = cmd_name
+        return click_command
 
 
 def build_study_app() -> typer.Typer:
     """The ``study`` sub-app: ``list``, ``show`` and one command per discovered study."""
-    study_app = typer.Typer(help="Run, list and show studies (variants x LOSO folds on Ray "
-                                 "Tune, tracked in MLflow).", no_args_is_help=True)
+    study_app = typer.Typer(cls=LazyStudyGroup, no_args_is_help=True,
+                            help="Run, list and show studies (variants x LOSO folds on Ray "
+                                 "Tune, tracked in MLflow).")
     study_app.command("list")(list_command)
     study_app.command("show")(show_command)
-    for entry in discover_studies().values():
-        command = _make_run_command(entry)
-        study_app.command(entry.name, help=command.__doc__)(command)
     return study_app
 
 

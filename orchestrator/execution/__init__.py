@@ -1,13 +1,12 @@
-"""Study execution on Ray Tune: ``run_study(spec, options) -> StudyOutcome``.
+"""Study execution: ``run_study(spec, options) -> StudyOutcome`` on Ray Tune or locally.
 
 See ``docs/execution.md``. Importing this package is cheap; Ray is imported when a study runs.
 """
 
-from orchestrator.execution.runner import (
-    StudyError,
-    StudyOutcome,
-    VariantOutcome,
-    run_study,
-)
+from orchestrator.execution.context import StudyError, StudyInputError
+from orchestrator.execution.interrupts import Interrupted
+from orchestrator.execution.outcome import StudyOutcome, VariantOutcome
+from orchestrator.execution.runner import run_study
 
-__all__ = ["StudyError", "StudyOutcome", "VariantOutcome", "run_study"]
+__all__ = ["Interrupted", "StudyError", "StudyInputError", "StudyOutcome", "VariantOutcome",
+           "run_study"]

@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Set before ray.tune is imported anywhere: the legacy reporter at verbose=0 prints nothing,
-# while the new output engine would print its own progress lines.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/JSON logs
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-
-import ray  # noqa: E402
-
-from orchestrator.execution.faults import fault_env  # noqa: E402
+from orchestrator.execution import interrupts
+from orchestrator.execution.context import StudyError
+from orchestrator.execution.environment import apply_env_defaults
+from orchestrator.execution.faults import fault_env
 
 SHIP_CODE_ENV = "MEDN_RAY_SHIP_CODE"
 
@@ -85,7 +80,11 @@ def ray_session(address: str | None, log_file: Path,
     ``os.cpu_count()``); ``host:port`` (GCS) or ``ray://host:10001`` (Ray client) -> that cluster.
     If Ray is already initialised in this process (tests, notebooks) it is used as it is.
     """
+    apply_env_defaults()  # before ray is imported: its output settings are read at import
+    import ray
+
     address = address or os.environ.get("RAY_ADDRESS") or None
+    ours = interrupts.installed()
     handler = _route_ray_logs(log_file)
     started = False
     # ray.init drops the "ray" logger's handlers; its own warnings during start-up come from
@@ -97,11 +96,19 @@ def ray_session(address: str | None, log_file: Path,
             common: dict[str, Any] = dict(
                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                 configure_logging=False, runtime_env=_runtime_env(address))
-            if address is None:
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **common)
-            else:
-                ray.init(address=address, **common)
+            try:
+                if address is None:
+                    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **common)
+                else:
+                    ray.init(address=address, **common)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                text = " ".join(str(err).split())[:300]
+                raise StudyError(f"could not start or reach {where} ({type(err).__name__}: "
+                                 f"{text}); Ray's log: {log_file}") from None
             started = True
+            if ours:  # ray.init replaced the SIGTERM handler with a bare sys.exit
+                interrupts.install()
             # ray.init(configure_logging=False) cleared the "ray" logger's handlers
             logging.getLogger("ray").addHandler(handler)
         init_logger.removeHandler(handler)

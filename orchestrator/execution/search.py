@@ -24,22 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from medn import metrics as mm
-from orchestrator.execution.runner import (
-    TAG_PRUNED,
+from orchestrator.execution.context import (
     ExecutionReport,
     StudyContext,
-    StudyOutcome,
-    finish_study,
-    make_context,
     open_variant,
 )
+from orchestrator.execution.executor import execute_states
+from orchestrator.execution.outcome import StudyOutcome, finish_study
+from orchestrator.execution.ray_setup import ray_session
 from orchestrator.execution.units import VariantState
 from orchestrator.studies.expand import variant_config
-from orchestrator.studies.options import StudyOptions
-from orchestrator.studies.spec import StudySpec, experiment_name, trial_variant
+from orchestrator.studies.spec import trial_variant
 
 STORAGE_ENV = "MEDN_OPTUNA_STORAGE"
 TAG_TRIAL = "medn.optuna_trial"
@@ -126,25 +123,21 @@ class _FoldReporter:
         return False
 
 
-def run_search(spec: StudySpec, options: StudyOptions, *, console: Console | None = None,
-               show_progress: bool = True) -> StudyOutcome:
-    """Run or resume the Bayesian search of ``spec`` for each task; see the module doc."""
+def run_search(ctx: StudyContext, states: list[VariantState]) -> StudyOutcome:
+    """Run or resume the Bayesian search of ``ctx.spec`` for each task (see the module doc);
+    ``states`` receives each trial's state as it opens."""
     import optuna
 
-    from orchestrator.execution.execute import execute_states
-    from orchestrator.execution.ray_setup import ray_session
-
-    ctx = make_context(spec, options, console, show_progress)
+    spec, options = ctx.spec, ctx.options
     search = spec.search
     assert search is not None
     budget = options.trials or search.trials
     started = time.monotonic()
-    states: list[VariantState] = []
     total = ExecutionReport()
     ray_up = False
     with contextlib.ExitStack() as stack:
         for task in options.tasks:
-            experiment = experiment_name(spec.name, options.dataset, task)
+            experiment = ctx.experiment(task)
             study = _open_optuna_study(ctx, experiment)
             ctx.console.print(f"search {study.study_name}: budget {budget} trials, Optuna "
                               f"storage {optuna_storage(ctx)}", highlight=False)
@@ -161,15 +154,14 @@ def run_search(spec: StudySpec, options: StudyOptions, *, console: Console | Non
                 if not ray_up:  # one Ray for every trial, started when there is work
                     stack.enter_context(ray_session(options.address, ctx.ray_log_file))
                     ray_up = True
-                state = _run_trial(ctx, study, trial, task, execute_states, total)
-                states.append(state)
+                _run_trial(ctx, study, trial, task, total, states)
                 if total.problems:  # e.g. MLflow unreachable: the trial resumes next run
                     break
     return finish_study(ctx, states, started, total)
 
 
-def _run_trial(ctx: StudyContext, study: Any, trial: Any, task: int, execute_states: Any,
-               total: ExecutionReport) -> VariantState:
+def _run_trial(ctx: StudyContext, study: Any, trial: Any, task: int, total: ExecutionReport,
+               states: list[VariantState]) -> VariantState:
     import optuna
 
     spec, options = ctx.spec, ctx.options
@@ -178,6 +170,7 @@ def _run_trial(ctx: StudyContext, study: Any, trial: Any, task: int, execute_sta
     variant = trial_variant(trial.number, params)
     cfg = variant_config(spec, variant, options, task)
     state = open_variant(ctx, task, variant, cfg, {TAG_TRIAL: str(trial.number)})
+    states.append(state)
     order = fold_order(state.subjects, spec.search.seed)
     state.fold_order = order  # trained in the order they are reported
     reporter = _FoldReporter(trial, state, order, spec.metric)
@@ -196,10 +189,7 @@ def _run_trial(ctx: StudyContext, study: Any, trial: Any, task: int, execute_sta
         total.ray_log = report.ray_log or total.ray_log
         total.shown_live = total.shown_live or report.shown_live
     if state.pruned:
-        writer.call(writer.client.set_tag, state.parent_id, TAG_PRUNED, "true",
-                    what="tag pruned trial")
-        writer.call(writer.client.set_terminated, state.parent_id, "KILLED",
-                    what="end pruned trial")
+        writer.mark_pruned(state.parent_id)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     elif state.finalized and state.pooled is not None:
         study.tell(trial, float(state.pooled[spec.metric]))

@@ -73,6 +73,8 @@ class VariantState:
     pruned: bool = False
     note: str = ""
     fold_order: list[str] | None = None  # the order folds are submitted (default: LOSO order)
+    only: set[str] | None = None  # train only these folds (medn train --fold)
+    tags: dict[str, str] = field(default_factory=dict)  # added to every fold run
 
     @property
     def key(self) -> tuple[int, str]:
@@ -83,7 +85,8 @@ class VariantState:
     def pending(self) -> list[str]:
         """The subjects still to train, in fold order."""
         order = self.fold_order or self.subjects
-        return [s for s in order if s not in self.finished and s not in self.received]
+        return [s for s in order if s not in self.finished and s not in self.received
+                and (self.only is None or s in self.only)]
 
     @property
     def all_finished(self) -> bool:

@@ -1,11 +1,18 @@
 """Finding study specs: the project's shipped ``studies/`` folder and ``./studies`` of the
-current directory (a user adds a study by dropping a YAML file there)."""
+current directory (a user adds a study by dropping a YAML file there).
+
+Discovery only lists file names; a spec is read when its study is used (``load_entry``), and
+whatever is wrong with one file (not UTF-8, a directory, a symlink loop, YAML aliases, too many
+variants) stays with that entry: it never breaks a command that does not use it.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import sysconfig
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from orchestrator.studies.spec import StudySpec, StudySpecError, load_spec
@@ -14,6 +21,7 @@ from orchestrator.studies.spec import StudySpec, StudySpecError, load_spec
 # data files under <prefix>/share/medn/studies (pyproject: [tool.setuptools.data-files]).
 _REPO_STUDIES = Path(__file__).resolve().parents[2] / "studies"
 _INSTALLED_STUDIES = Path("share") / "medn" / "studies"
+SUFFIXES = (".yaml", ".yml")
 
 
 def builtin_studies_dir() -> Path | None:
@@ -24,6 +32,15 @@ def builtin_studies_dir() -> Path | None:
         if folder.is_dir() and any(folder.glob("*.yaml")):
             return folder
     return None
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """One spec file found, not yet read."""
+
+    name: str
+    path: Path
+    origin: str  # "builtin" or "local"
 
 
 @dataclass(frozen=True)
@@ -49,39 +66,72 @@ def study_dirs(cwd: Path | None = None) -> list[tuple[str, Path]]:
     if builtin is not None:
         dirs.append(("builtin", builtin))
     local = (cwd or Path.cwd()) / "studies"
-    if local.is_dir() and (builtin is None or local.resolve() != builtin.resolve()):
-        dirs.append(("local", local))
+    try:
+        if local.is_dir() and (builtin is None or local.resolve() != builtin.resolve()):
+            dirs.append(("local", local))
+    except (OSError, RuntimeError):  # ./studies itself is a symlink loop: nothing local
+        pass
     return dirs
+
+
+def study_files(cwd: Path | None = None) -> dict[str, StudyFile]:
+    """Every spec file by study name (a local file replaces a shipped one), without reading any.
+
+    Only names are listed: an unreadable entry is still returned, and fails when loaded."""
+    files: dict[str, StudyFile] = {}
+    for origin, folder in study_dirs(cwd):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            stem, suffix = os.path.splitext(name)
+            if suffix in SUFFIXES and stem and stem.isprintable():
+                files[stem] = StudyFile(stem, folder / name, origin)
+    return dict(sorted(files.items()))
+
+
+@lru_cache(maxsize=256)
+def _load_cached(path: Path, mtime_ns: int, check_model: bool) -> StudySpec:
+    del mtime_ns  # part of the cache key: an edited file is read again
+    return load_spec(path, check_model)
+
+
+def load_entry(file: StudyFile, check_model: bool = False) -> StudyEntry:
+    """Read one spec file; any problem is returned as the entry's error, never raised."""
+    try:
+        try:
+            mtime = file.path.stat().st_mtime_ns
+        except OSError:
+            mtime = 0
+        spec = _load_cached(file.path, mtime, check_model)
+        return StudyEntry(file.name, file.path, file.origin, spec=spec)
+    except StudySpecError as err:
+        return StudyEntry(file.name, file.path, file.origin, error=str(err))
+    except (OSError, RecursionError, MemoryError, ValueError) as err:
+        return StudyEntry(file.name, file.path, file.origin,
+                          error=f"{file.path}: cannot be read ({type(err).__name__}: {err})")
 
 
 def discover_studies(cwd: Path | None = None,
                      check_model: bool = False) -> dict[str, StudyEntry]:
-    """Every study spec found, by name; a local file replaces a shipped one of the same name.
-
-    Invalid files are returned with their error instead of raising, so one bad file does not
-    hide the others. ``check_model`` also builds-checks each variant's model (imports torch).
-    """
-    entries: dict[str, StudyEntry] = {}
-    for origin, folder in study_dirs(cwd):
-        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-            try:
-                entry = StudyEntry(path.stem, path, origin, spec=load_spec(path, check_model))
-            except StudySpecError as err:
-                entry = StudyEntry(path.stem, path, origin, error=str(err))
-            entries[path.stem] = entry
-    return dict(sorted(entries.items()))
+    """Every study spec found, by name, each read (``load_entry``); invalid files are returned
+    with their error, so one bad file does not hide the others. ``check_model`` also checks
+    that each variant's model can be built (imports torch)."""
+    return {name: load_entry(file, check_model) for name, file in study_files(cwd).items()}
 
 
 def find_study(name: str, cwd: Path | None = None, check_model: bool = True) -> StudySpec:
     """The spec named ``name``; an error lists the known studies or says why it is invalid.
 
     ``check_model`` also checks that every variant's model can be built (imports torch)."""
-    entries = discover_studies(cwd)
-    entry = entries.get(name)
-    if entry is None:
-        known = ", ".join(entries) or "none"
+    files = study_files(cwd)
+    file = files.get(name)
+    if file is None:
+        known = ", ".join(files) or "none"
         folders = ", ".join(str(p) for _, p in study_dirs(cwd)) or "no studies folder"
         raise StudySpecError(f"no study named {name!r} (known: {known}; searched {folders})")
+    entry = load_entry(file, check_model)
     if entry.spec is None:
-        raise StudySpecError(entry.error or f"{entry.path}: invalid study spec")
-    return load_spec(entry.path, check_model=True) if check_model else entry.spec
+        raise StudySpecError(entry.error or f"{file.path}: invalid study spec")
+    return entry.spec

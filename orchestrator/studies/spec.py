@@ -8,7 +8,9 @@ point) or a ``search`` space (Bayesian search, study ``tune``). See ``docs/studi
 from __future__ import annotations
 
 import json
+import math
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,8 @@ MetricName = Literal["uf1", "uar", "accuracy"]
 STUDY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+\-\[\]]*$")
 RESERVED_STUDY_NAMES = {"list", "show"}
+MAX_VARIANTS = 1000  # per study; a bigger grid is almost surely a mistake (and would not fit)
+MAX_SPEC_BYTES = 256 * 1024
 # Set by the study command's flags, never by a spec (the options would silently win).
 RESERVED_KEYS = {"profile": "--profile", "data.dataset": "--dataset", "data.task": "--task",
                  "data.annotations": "--annotations", "data.data_root": "--data-root"}
@@ -251,6 +255,11 @@ class StudySpec(_Strict):
         if (self.variants is None) == (self.search is None):
             raise ValueError("give exactly one of 'variants' (a list, a grid or sweeps) and "
                              "'search' (a search space)")
+        count = self.variant_count()
+        if count > MAX_VARIANTS:  # checked before anything expands or validates them
+            raise ValueError(f"variants: {self._count_text()} = {count} variants, more than "
+                             f"the {MAX_VARIANTS} a study may have; split it into several "
+                             "studies or use a search")
         if isinstance(self.variants, list):
             if not self.variants:
                 raise ValueError("variants: the list is empty")
@@ -277,6 +286,22 @@ class StudySpec(_Strict):
             if self.reference in (variant.name, variant.label):
                 return variant.name
         return None
+
+    def variant_count(self) -> int:
+        """How many variants the spec writes out, before duplicates are merged (no expansion:
+        a grid's count is the product of its value counts)."""
+        if isinstance(self.variants, GridVariants):
+            return math.prod(len(values) for values in self.variants.grid.values())
+        if isinstance(self.variants, SweepVariants):
+            return sum(len(sweep.values) for sweep in self.variants.sweeps)
+        return len(self.variants or [])
+
+    def _count_text(self) -> str:
+        if isinstance(self.variants, GridVariants):
+            return "grid " + " x ".join(str(len(v)) for v in self.variants.grid.values())
+        if isinstance(self.variants, SweepVariants):
+            return "sweeps " + " + ".join(str(len(s.values)) for s in self.variants.sweeps)
+        return "the list"
 
     @property
     def source(self) -> Path | None:
@@ -451,17 +476,55 @@ def load_spec(path: Path, check_model: bool = False) -> StudySpec:
     The spec's ``name`` must equal the file's stem, since both name the study's command.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise StudySpecError(f"{path}: no such study spec file") from None
-    except yaml.YAMLError as err:
-        raise StudySpecError(f"{path}: not valid YAML: {err}") from None
+    raw = load_spec_yaml(path)
     spec = parse_spec(raw, path, check_model)
     if spec.name != path.stem:
         raise StudySpecError(f"{path}: name: {spec.name!r} must match the file name "
                              f"({path.stem!r}); rename one of them")
     return spec
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing aliases (``*name``): nested aliases can make a small file
+    stand for billions of values (a "billion laughs" document)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in a study spec; "
+                "write the values out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_spec_yaml(path: Path) -> Any:
+    """The YAML of a spec file: a regular file of at most ``MAX_SPEC_BYTES``, UTF-8, without
+    aliases; every other case is a ``StudySpecError`` naming the file and the reason."""
+    try:
+        info = path.stat()
+        if path.is_dir():
+            raise StudySpecError(f"{path}: is a directory, not a study spec file")
+        if not stat.S_ISREG(info.st_mode):
+            raise StudySpecError(f"{path}: not a regular file")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise StudySpecError(f"{path}: {info.st_size} bytes; a study spec may have at most "
+                                 f"{MAX_SPEC_BYTES}")
+        data = path.read_bytes()[:MAX_SPEC_BYTES + 1]
+    except FileNotFoundError:
+        raise StudySpecError(f"{path}: no such study spec file (a broken symlink?)") from None
+    except OSError as err:
+        raise StudySpecError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise StudySpecError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                             f"{err.start})") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise StudySpecError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise StudySpecError(f"{path}: nested too deeply") from None
 
 
 def experiment_name(study: str, dataset: str, task: int) -> str:

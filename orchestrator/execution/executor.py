@@ -1,0 +1,209 @@
+"""Training a set of variants' pending folds, fed to the recorder: on Ray Tune (one experiment,
+one trial per fold) or locally in this process (``medn train``: one fold after another).
+
+Both executors go through the same steps: log what the spool holds, ask MLflow which folds
+are FINISHED, train the rest, hand every result and failure to the one ``StudyRecorder``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator.execution import interrupts
+from orchestrator.execution.context import (
+    ExecutionReport,
+    StudyContext,
+    StudyError,
+    StudyInputError,
+    refresh_finished,
+)
+from orchestrator.execution.faults import maybe_inject_fault
+from orchestrator.execution.progress import LiveProgress
+from orchestrator.execution.recorder import ResultsNotLogged, StudyRecorder
+from orchestrator.execution.units import Unit, VariantState
+
+
+def default_threads(profile: str) -> int:
+    """torch CPU threads of the local executor: one for the small smoke/quick models
+    (measured: a quick fold costs ~7x more CPU time on two threads than on one), all cores for
+    ``paper``."""
+    return 1 if profile in ("smoke", "quick") else (os.cpu_count() or 1)
+
+
+def execute_states(ctx: StudyContext, states: list[VariantState], title: str,
+                   on_fold: Callable[[VariantState, str, dict[str, Any]], bool] | None = None,
+                   ) -> ExecutionReport:
+    """Log what the spool holds, then train every pending fold of ``states``.
+
+    ``on_fold(state, subject, fold_dict)`` is called for each result received; when it returns
+    True every trial still running or pending is stopped (the search prunes this way).
+    """
+    report = ExecutionReport()
+    stop = threading.Event()
+
+    def fold_hook(state: VariantState, subject: str, fold: dict[str, Any]) -> None:
+        if on_fold is not None and on_fold(state, subject, fold):
+            stop.set()
+
+    progress = LiveProgress(title, states, console=ctx.console, enabled=ctx.show_progress)
+    recorder = StudyRecorder(
+        states, writers=ctx.writers, datasets=ctx.datasets,
+        tags=lambda s: dict(s.tags), on_fold=fold_hook, on_change=progress.refresh)
+    epoch_note: list[str] = [""]
+
+    def note() -> str:
+        if recorder.tracking_down:
+            return f"MLflow unreachable: results wait in the spool ({recorder.last_error[:80]})"
+        return epoch_note[0]
+
+    progress.note = note
+    # results an earlier run trained but could not log: logged now, never retrained
+    if not recorder.flush(force=True):
+        raise ResultsNotLogged(f"MLflow at {ctx.tracking_uri} is unreachable ("
+                               f"{recorder.last_error}); start it and re-run the same command")
+    refresh_finished(ctx, states)
+    recorder.flush(force=True)  # variants whose folds were all in: pooled now
+    for state in states:
+        if state.finished and not state.pruned:
+            ctx.console.print(f"resuming {state.name} (run {state.parent_id}): "
+                              f"{len(state.finished)} of {len(state.subjects)} folds already "
+                              f"finished, {len(state.pending)} to train", highlight=False)
+    units = [unit for state in states if not state.pruned for unit in state.units()]
+    if units:
+        with progress:
+            report.shown_live = True
+            try:
+                if ctx.executor == "local":
+                    ctx.console.print(f"{len(units)} fold trainings to run", highlight=False)
+                    _run_local(ctx, units, recorder, stop, epoch_note, progress.refresh)
+                else:
+                    report.ray_log = str(ctx.ray_log_file)
+                    ctx.console.print(f"{len(units)} fold trainings to run; Ray's log: "
+                                      f"{ctx.ray_log_file}", highlight=False)
+                    _run_tune(ctx, units, recorder, stop)
+            except KeyboardInterrupt:
+                recorder.flush(force=True)  # what was received reaches MLflow, else the spool
+                raise
+            try:
+                recorder.finish()
+            except ResultsNotLogged as err:
+                report.problems.append(str(err))
+    report.problems.extend(recorder.problems)
+    report.trained = sum(len(s.received) for s in states)
+    return report
+
+
+def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
+               stop: threading.Event, epoch_note: list[str], refresh: Callable[[], None]) -> None:
+    """Train ``units`` one after another in this process (no Ray)."""
+    import torch
+
+    from medn.train import resolve_device, train_fold
+
+    first = units[0].medn_config()
+    try:
+        device = resolve_device(first)
+    except RuntimeError as err:
+        raise StudyInputError(str(err)) from None
+    torch.set_num_threads(ctx.options.threads or default_threads(first.profile))
+    for unit in units:
+        if stop.is_set():
+            break
+        cfg = unit.medn_config()
+        data = ctx.datasets[unit.data_key]
+        recorder.started(unit.task, unit.variant, unit.subject)
+
+        def on_epoch(epoch: int, metrics: dict[str, float], unit: Unit = unit,
+                     epochs: int = cfg.optim.epochs) -> None:
+            epoch_note[0] = (f"fold {unit.subject}: epoch {epoch}/{epochs}, loss "
+                             f"{metrics['train/loss']:.3f}, val UF1 {metrics['val/uf1']:.3f}")
+            refresh()
+
+        try:
+            maybe_inject_fault(unit.variant, unit.subject)
+            result = train_fold(cfg, data, unit.subject, device=device, on_epoch=on_epoch)
+        except Exception:  # a fold failure is recorded (a FAILED run); the others go on
+            recorder.failed(unit.task, unit.variant, unit.subject, traceback.format_exc(), 1,
+                            final=True)
+            continue
+        recorder.received(unit.task, unit.variant, unit.subject, result.to_dict())
+    epoch_note[0] = ""
+
+
+def _stop_flag(event: threading.Event) -> Any:
+    """A Tune stopper whose ``stop_all`` follows ``event`` (a pruned configuration, Ctrl-C)."""
+    from ray import tune
+
+    class StopFlag(tune.Stopper):
+        # the event is an argument, not a closure cell: cloudpickle would pickle the cell
+        def __init__(self, flag: threading.Event) -> None:
+            self.event: threading.Event | None = flag
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.event is not None and self.event.is_set()
+
+        def __getstate__(self) -> dict:  # Tune pickles it for Tuner.restore, unused here
+            return {"event": None}
+
+    return StopFlag(event)
+
+
+def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
+              stop: threading.Event) -> None:
+    import ray
+    from ray import tune
+
+    from orchestrator.execution.callbacks import StudyCallback
+    from orchestrator.execution.ray_setup import ray_session
+    from orchestrator.execution.trainable import train_unit
+
+    options = ctx.options
+    if (options.address or "").startswith("ray://"):
+        raise StudyInputError(
+            f"--address {options.address}: Ray client (ray://) runs Tune's loop on the head "
+            "node, away from this process's single MLflow writer and spool. Use the cluster's "
+            "GCS address (host:6379) from a machine of the cluster, or submit the command with "
+            "`ray job submit -- medn study ...`.")
+    with ray_session(options.address, ctx.ray_log_file) as session:
+        gpus = options.resolve_gpus_per_trial(session.cluster_gpus)
+        cpus = float(options.cpus_per_trial)
+        if cpus > session.cluster_cpus:
+            raise StudyInputError(f"--cpus-per-trial {cpus:g}: the Ray cluster has only "
+                                  f"{session.cluster_cpus:g} CPUs")
+        needed = {u.data_key for u in units}
+        refs = {key: ray.put(ctx.datasets[key]) for key in needed}
+        table = {u.uid: u for u in units}
+        trainable = tune.with_parameters(train_unit, units=table, datasets=refs,
+                                         threads=max(1, math.floor(cpus)))
+        trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"unit": tune.grid_search([u.uid for u in units])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=ctx.run_name, storage_path=str(ctx.tune_storage), verbose=0,
+                callbacks=[StudyCallback(recorder)], stop=_stop_flag(stop),
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                log_to_file=True),
+        )
+        try:
+            with interrupts.graceful(stop.set):
+                tuner.fit()
+        except (KeyboardInterrupt, StudyError):
+            raise
+        except Exception as err:  # Ray itself failed (a killed raylet, a lost GCS)
+            text = " ".join(str(err).split())[:300]
+            raise StudyError(
+                f"Ray failed while training the folds ({type(err).__name__}: {text}). Folds "
+                "already FINISHED are kept in MLflow and results received are in the spool; "
+                f"re-run the same command to resume. Ray's log: {ctx.ray_log_file}") from None
+        interrupts.raise_if_received()
