@@ -367,3 +367,159 @@ def test_time_pooling_keeps_the_order_of_frames():
     torch.testing.assert_close(mean(flows), mean(reversed_flows), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="model.emotion.pool.*allowed: mean, time"):
         VideoViT(pool="max", **kwargs)
+
+
+# --- SEVit: both readings of eq. 2 -----------------------------------------------------------
+
+def test_strided_groups_take_every_s_th_token_and_attend_on_their_own():
+    cfg = smoke_cfg()  # an 8x8 grid
+    torch.manual_seed(0)
+    branch = SparseVideoViT(rate=2, grouping="strided", **sevit_kwargs(cfg))
+    tokens = torch.randn(2, cfg.data.frames - 1, 64, cfg.model.dim)
+    out_grid = branch.attend(tokens).view(2, -1, 8, 8, cfg.model.dim)
+    grid = tokens.view(2, -1, 8, 8, cfg.model.dim)
+    for oy in range(2):
+        for ox in range(2):
+            group = grid[:, :, oy::2, ox::2]             # spans the whole face
+            alone = branch.blocks(group.reshape(2, -1, cfg.model.dim)).view_as(group)
+            torch.testing.assert_close(out_grid[:, :, oy::2, ox::2], alone,
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_both_groupings_equal_the_plain_vit_at_rate_1_and_differ_above():
+    cfg = smoke_cfg("model.emotion.depth=2")
+    flows, _, _, _ = inputs(cfg)
+    torch.manual_seed(0)
+    plain = VideoViT(**sevit_kwargs(cfg))
+    outputs = {}
+    for grouping in ("contiguous", "strided"):
+        for rate in (1, 2):
+            branch = SparseVideoViT(rate=rate, grouping=grouping, **sevit_kwargs(cfg))
+            branch.load_state_dict(plain.state_dict())
+            outputs[grouping, rate] = branch(flows)
+    torch.testing.assert_close(outputs["strided", 1], plain(flows), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(outputs["contiguous", 1], plain(flows), rtol=1e-6, atol=1e-6)
+    tokens = torch.randn(2, cfg.data.frames - 1, 64, cfg.model.dim)
+    strided = SparseVideoViT(rate=2, grouping="strided", **sevit_kwargs(cfg))
+    contiguous = SparseVideoViT(rate=2, grouping="contiguous", **sevit_kwargs(cfg))
+    contiguous.load_state_dict(strided.state_dict())
+    # ViT init (std 0.02) keeps attention small; float rounding is ~1e-7
+    assert (strided.attend(tokens) - contiguous.attend(tokens)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="model.emotion.grouping.*allowed: contiguous, strided"):
+        SparseVideoViT(rate=2, grouping="random", **sevit_kwargs(cfg))
+
+
+def test_grouping_reaches_every_sevit_branch_from_the_config():
+    model = built(smoke_cfg("model.emotion.grouping=strided", "model.emotion.sparsity_rates=[1,2]"))
+    assert [b.grouping for b in model.emotion.branches] == ["strided", "strided"]
+
+
+# --- LED as its authors built it ---------------------------------------------------------------
+
+def test_led_has_dropout3d_after_each_batch_norm_and_dropout_in_its_mlp():
+    cfg = smoke_cfg("model.motion.led_dropout3d=0.3", "model.motion.led_head_dropout=0.4")
+    backbone = create_backbone("led", cfg)
+    layers = list(backbone.features)
+    bn = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.BatchNorm3d)]
+    assert len(bn) == 2
+    assert all(isinstance(layers[i + 1], torch.nn.Dropout3d) and layers[i + 1].p == 0.3
+               for i in bn)
+    drops = [m for m in backbone.head if isinstance(m, torch.nn.Dropout)]
+    assert [d.p for d in drops] == [0.4]
+    assert load_config(profile="paper").model.motion.led_dropout3d == 0.5
+
+
+def test_led_on_flows_sees_every_flow_including_the_first():
+    cfg = smoke_cfg("model.motion.led_input=flow")
+    torch.manual_seed(0)
+    backbone = create_backbone("led", cfg).eval()
+    flows, apex, _, _ = inputs(cfg)
+    seq = backbone.sequence(flows)
+    assert seq.shape[1] == flows.shape[1] + 1
+    assert torch.equal(seq[:, 0], torch.zeros_like(seq[:, 0]))
+    with torch.no_grad():
+        base = backbone(flows, apex)
+        for t in (0, flows.shape[1] - 1):
+            changed = flows.clone()
+            changed[:, t] += 1.0
+            assert not torch.allclose(backbone(changed, apex), base), t
+
+
+def test_led_on_frames_reads_one_grayscale_channel_and_medn_needs_the_frames():
+    cfg = smoke_cfg("model.motion.led_input=frames")
+    assert cfg.model.motion.uses_frames
+    model = built(cfg).eval()
+    assert model.uses_frames and model.motion.features[0].in_channels == 1
+    flows, apex, _, _ = inputs(cfg)
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (BATCH, cfg.data.frames, cfg.data.size, cfg.data.size),
+                           generator=g, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="led_input=frames.*none were given"):
+        model(flows, apex)
+    with torch.no_grad():
+        out = model(flows, apex, frames=frames)
+        other = model(flows, apex, frames=frames.flip(1))
+    assert out.f_m.shape == (BATCH, cfg.model.dim) and torch.isfinite(out.f_m).all()
+    assert not torch.allclose(out.f_m, other.f_m)      # F_m comes from the frames
+    torch.testing.assert_close(out.f_e, other.f_e)     # F_e from the flows only
+    assert out.f_fusion is not None and out.f_fusion.shape == (BATCH, cfg.model.dim)
+
+
+def test_led_signed_normaliser_is_the_original_and_equals_abs_on_frames():
+    x = torch.tensor([1.0, -2.0, 3.0]).view(1, 3, 1, 1, 1)
+    signed = LEDFilter(denominator="signed")(x).flatten()
+    # frame 1: (1*-3.5 + -2*3.5) / (1*3.5 - 2*3.5 + 1): x|W| + 1, as in the original code
+    torch.testing.assert_close(signed[1], torch.tensor(-10.5 / (3.5 - 7.0 + 1)))
+    frames = torch.rand(2, 5, 1, 4, 4) * 255
+    torch.testing.assert_close(LEDFilter(denominator="signed")(frames),
+                               LEDFilter(denominator="abs")(frames))
+
+
+def test_a_backbone_without_a_config_class_cannot_register():
+    from medn.models.registry import register_backbone
+
+    with pytest.raises(TypeError, match="no config class"):
+        @register_backbone("nobody")
+        class Nobody(torch.nn.Module):
+            @classmethod
+            def from_config(cls, cfg):
+                return cls()
+
+
+def test_resnets_use_the_standard_width_in_the_paper_profile():
+    cfg = load_config(profile="paper", overrides=["model.motion.backbone=resnet18"])
+    backbone = create_backbone("resnet18", cfg)
+    assert backbone.net.stem[0].out_channels == 64
+
+
+# --- cost --------------------------------------------------------------------------------------
+
+def test_model_cost_counts_parameters_and_flops_and_leaves_the_rng_alone():
+    from medn.models import flops_per_clip, model_cost
+
+    cfg = smoke_cfg()
+    torch.manual_seed(5)
+    expected_next = torch.rand(3)
+    torch.manual_seed(5)
+    cost = model_cost(cfg, num_classes=NUM_CLASSES, num_aus=NUM_AUS)
+    assert torch.equal(torch.rand(3), expected_next)
+    model = built(cfg)
+    assert cost.parameters == count_parameters(model)["total"]
+    assert cost.flops_per_clip == flops_per_clip(model, cfg) > 0
+    assert cost.as_metrics() == {"params": float(cost.parameters),
+                                 "flops_per_clip": float(cost.flops_per_clip)}
+    # attention is counted: doubling the SEVit branches costs more than 1.5x
+    doubled = model_cost(smoke_cfg("model.emotion.sparsity_rates=[1,1,2,2,4,4,8,8]"),
+                         num_classes=NUM_CLASSES, num_aus=NUM_AUS)
+    assert doubled.flops_per_clip > 1.5 * cost.flops_per_clip
+
+
+def test_flops_count_the_attention_of_a_plain_vit():
+    from medn.models.cost import flops_per_clip
+    cfg = smoke_cfg("model.emotion.sparsity_rates=[1]")
+    model = built(cfg)
+    tokens = (cfg.data.frames - 1) * (cfg.data.size // cfg.model.emotion.patch_size) ** 2
+    # QK^T and AV of one block: 2 * 2 * tokens^2 * dim FLOPs
+    attention = 4 * tokens * tokens * cfg.model.dim
+    no_attention = built(smoke_cfg("model.emotion.sparsity_rates=[8]"))
+    assert flops_per_clip(model, cfg) - flops_per_clip(no_attention, cfg) > 0.9 * attention

@@ -13,8 +13,10 @@ from train_helpers import fake_result, random_dataset, tiny_config
 from medn.config import ConfigError
 from medn.models import build_model
 from medn.train import (
+    FEATURE_NAMES,
     HISTORY_KEYS,
     FoldResult,
+    NonFiniteLossError,
     build_optimizer,
     epoch_order,
     motion_lr_factor,
@@ -83,6 +85,7 @@ def test_history_has_one_entry_per_epoch_with_exact_keys(cfg, data):
         assert all(isinstance(v, float) and np.isfinite(v) for v in entry.values())
         assert 0.0 <= entry["val/uf1"] <= 1.0 and 0.0 <= entry["val/uar"] <= 1.0
         assert entry["train/loss"] > 0
+        assert 0.0 < entry["train/abs_cos"] <= 1.0
     assert [e for e, _ in seen] == [1, 2, 3]
     assert [m for _, m in seen] == result.history
 
@@ -231,3 +234,50 @@ def test_balanced_sampling_trains_deterministically(data):
     first, again = train_fold(cfg, data, "s01"), train_fold(cfg, data, "s01")
     assert np.array_equal(first.scores, again.scores)
     assert first.history == again.history
+
+
+def test_result_carries_the_held_out_features_and_they_round_trip(cfg, data, first_run):
+    n = len(data.fold("s02").test_idx)
+    assert tuple(first_run.features) == FEATURE_NAMES
+    for name in FEATURE_NAMES:
+        value = first_run.features[name]
+        assert value.shape == (n, cfg.model.dim) and value.dtype == np.float32
+        assert np.isfinite(value).all()
+    # F_m is layer-normed (smoke keeps the stabilisers): |F_m| = sqrt(D)
+    assert np.allclose(np.linalg.norm(first_run.features["f_m"], axis=1),
+                       np.sqrt(cfg.model.dim), rtol=1e-3)
+    payload = json.loads(json.dumps(first_run.to_dict()))
+    assert set(payload["features"]["f_e"]) == {"dtype", "shape", "base64"}
+    back = FoldResult.from_dict(payload)
+    for name in FEATURE_NAMES:
+        assert np.array_equal(back.features[name], first_run.features[name])
+    payload["features"]["f_m"]["shape"] = [n + 1, cfg.model.dim]
+    with pytest.raises(ValueError, match="features.f_m"):
+        FoldResult.from_dict(payload)
+    # results written before features existed still load
+    del payload["features"]
+    assert FoldResult.from_dict(payload).features == {}
+
+
+def test_a_non_finite_loss_stops_the_fold_naming_the_epoch(cfg, data):
+    flows = data.flows.clone()
+    flows[data.fold("s02").train_idx[0]] = float("inf")   # e.g. a corrupt cache entry
+    broken = dataclasses.replace(data, flows=flows)
+    with pytest.raises(NonFiniteLossError, match=r"fold 's02': non-finite training loss at "
+                                                 r"epoch 1 \(loss="):
+        train_fold(cfg, broken, "s02")
+
+
+def test_led_trains_on_the_frames_when_asked(data):
+    cfg = tiny_config("optim.epochs=2", "model.motion.led_input=frames")
+    with pytest.raises(ValueError, match="carries no aligned frames"):
+        train_fold(cfg, data, "s01")
+    g = torch.Generator().manual_seed(4)
+    n, t, size = len(data), cfg.data.frames, cfg.data.size
+    frames = torch.randint(0, 256, (n, t, size, size), generator=g, dtype=torch.uint8)
+    with_frames = dataclasses.replace(data, frames=frames)
+    first = train_fold(cfg, with_frames, "s01")
+    assert np.array_equal(first.scores, train_fold(cfg, with_frames, "s01").scores)
+    other = dataclasses.replace(data, frames=frames.flip(1))
+    assert not np.array_equal(first.features["f_m"],
+                              train_fold(cfg, other, "s01").features["f_m"])
