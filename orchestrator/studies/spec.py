@@ -155,6 +155,8 @@ class SearchSpec(_Strict):
     p_threshold: float = Field(0.1, gt=0.0, lt=1.0)
     pruner_startup_steps: int = Field(2, ge=0)
     seed: int = 0
+    parallel_trials: int = Field(2, ge=1, description="configurations trained at once (TPE with "
+                                 "constant_liar keeps them apart), each with a few folds in flight")
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw one configuration from an ``optuna.Trial``, as flat dotted overrides."""
@@ -175,7 +177,10 @@ class SearchSpec(_Strict):
         """Optuna's TPE sampler, seeded from the spec."""
         import optuna
 
-        return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.startup_trials)
+        # constant_liar: trials still running count as poor ones, so k trials drawn at once
+        # do not all land on the same point
+        return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.startup_trials,
+                                          constant_liar=True)
 
     def make_pruner(self) -> Any:
         """Optuna's WilcoxonPruner (fold scores as steps), or a pruner that never prunes."""
