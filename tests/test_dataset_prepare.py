@@ -124,6 +124,20 @@ def test_a_partial_dataset_is_refused_unless_allowed(casme2_copy) -> None:
     assert ds.aus.tolist() == [[1.0], [1.0]]
     assert ds.apex.tolist() == [3, 3]     # apex = onset + 4 -> the 4th sampled frame after onset
     assert ds.flows.shape == (2, 7, 2, 48, 48)
+    # What was left out, and why, stays with the dataset; the error carried the same list.
+    assert [m.as_dict() for m in ds.missing] == [m.as_dict() for m in err.value.failed]
+    (missing,) = ds.missing
+    assert missing.clip == "03/EP09_05" and missing.row == 4
+    assert missing.reason.startswith("missing folder")
+    # The aligned frames the flows come from, and one QC record per kept clip.
+    assert ds.frames.shape == (2, 8, 48, 48) and ds.frames.dtype == torch.uint8
+    assert [q["clip"] for q in ds.qc] == list(ds.clips)
+    assert all(q["outside_share"] == 0.0 and q["flow_face"] > 0 for q in ds.qc)
+    from medn.data.qc import qc_table_csv
+
+    lines = qc_table_csv(ds).splitlines()
+    assert lines[0].startswith("clip,row,status,face_box,interocular_px,outside_share")
+    assert len(lines) == 4 and lines[3].startswith("03/EP09_05,4,failed,")
 
 
 def test_real_dataset_needs_its_sheet_and_frames(tmp_path: Path) -> None:
