@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -28,6 +28,7 @@ FLOPS = "cost/flops_per_clip"
 PARAMS_EMOTION = "cost/params_emotion"
 FLOPS_EMOTION = "cost/flops_per_clip_emotion"
 TRAIN_SECONDS = "cost/train_seconds"
+COST_ERROR_TAG = "medn.cost_error"
 COST_METRICS = (PARAMS, FLOPS, PARAMS_EMOTION, FLOPS_EMOTION, TRAIN_SECONDS)
 # report columns, in this order
 COST_COLUMNS = {PARAMS: "params", FLOPS: "flops_per_clip", PARAMS_EMOTION: "params_emotion",
@@ -35,6 +36,7 @@ COST_COLUMNS = {PARAMS: "params", FLOPS: "flops_per_clip", PARAMS_EMOTION: "para
 PAPER_COST_CLAIM = ("[1,1,2,2,4,4,8,8] \"nearly doubles the overall computational cost of the "
                     "module\" (paper, on Table VI)")
 _RATES = re.compile(r"\[([\d,\s]+)\]")
+_NOT_RATES = re.compile(r"[\d,\[\]\s_-]")
 
 
 def model_cost_metrics(cfg: MednConfig, data: PreparedDataset) -> dict[str, float]:
@@ -96,6 +98,11 @@ def _si(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _name(row: pd.Series) -> str:
+    variant = str(row.get("variant", row["label"]))
+    return str(row["label"]) if variant == row["label"] else f"{row['label']} ({variant})"
+
+
 def _doubled(rates: list[int]) -> list[int]:
     return [r for r in rates for _ in (0, 1)]
 
@@ -113,21 +120,39 @@ def cost_notes(df: pd.DataFrame) -> list[str]:
              for _, r in df.iterrows()]
     notes = ["cost (parameters · FLOPs per clip · training seconds, all folds): "
              + "; ".join(parts)]
-    keyed: dict[tuple[str, tuple[int, ...]], pd.Series] = {}
+    keyed: dict[tuple[str, str, tuple[int, ...]], pd.Series] = {}
     for _, row in df.iterrows():
         match = _RATES.search(str(row["label"]))
         if match:
             rates = tuple(int(x) for x in match[1].replace(" ", "").split(",") if x)
-            keyed[(_RATES.sub("[]", str(row["label"])), rates)] = row
-    for (rest, rates), row in keyed.items():
-        twice = keyed.get((rest, tuple(_doubled(list(rates)))))
+            # what else tells the two apart (e.g. the grouping in "s1-2-4-8-strided")
+            other = _NOT_RATES.sub("", str(row.get("variant", "")))
+            keyed[(other, _RATES.sub("[]", str(row["label"])), rates)] = row
+    for (other, rest, rates), row in keyed.items():
+        twice = keyed.get((other, rest, tuple(_doubled(list(rates)))))
         if twice is None or len(rates) < 2:
             continue
         notes.append(
-            f"cost of {twice['label']} against {row['label']}: SEVit FLOPs "
+            f"cost of {_name(twice)} against {_name(row)}: SEVit FLOPs "
             f"{_ratio(twice['flops_per_clip_emotion'], row['flops_per_clip_emotion'])}, "
             f"SEVit parameters {_ratio(twice['params_emotion'], row['params_emotion'])}, "
             f"model FLOPs {_ratio(twice['flops_per_clip'], row['flops_per_clip'])}, "
             f"training time {_ratio(twice['train_seconds'], row['train_seconds'])}; "
             f"the paper: {PAPER_COST_CLAIM}")
     return notes
+
+
+def parent_cost(cfg: MednConfig, data: PreparedDataset) -> tuple[list[Any], list[Any]]:
+    """What a new parent run logs about its cost: the metrics of ``model_cost_metrics`` (MLflow
+    ``Metric``s, step 0), or, if counting fails, no metric and the tag ``medn.cost_error``
+    saying why (never a failed run for want of a FLOP count)."""
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
+    try:
+        values = model_cost_metrics(cfg, data)
+    except Exception as err:  # noqa: BLE001 - recorded on the run, not hidden
+        return [], [RunTag(COST_ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])]
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, 0) for k, v in values.items()], []

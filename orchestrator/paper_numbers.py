@@ -174,3 +174,12 @@ def paper_note(paper: str | None, task: int) -> str | None:
         return (f"{title} is 3-class only; the full-MEDN row shows Table IV "
                 f"({PAPER_DATASET_LABEL} {task}-class)")
     return f"{title} is 3-class only; the paper prints no {task}-class numbers"
+
+
+def dataset_note(paper: str | None, dataset: str) -> str | None:
+    """The report's warning when ``dataset`` is not the one ``paper``'s numbers are on."""
+    if paper not in PAPER_TITLES or dataset in PAPER_DATASETS.get(paper, (PAPER_DATASET,)):
+        return None
+    where = ("CASME II and SAMM" if paper == "table3" else PAPER_DATASET_LABEL)
+    return (f"different dataset: {dataset} (the paper's numbers are {where}); compare "
+            "trends, not values")

@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.paper_numbers import (
-    PAPER_DATASET,
     PAPER_DATASET_LABEL,
-    PAPER_TITLES,
+    dataset_note,
     paper_note,
     paper_value,
 )
@@ -191,6 +190,9 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
     df["folds_total"] = df["folds_total"].astype("Int64")
     reference = spec.reference_variant() if spec is not None else None
     _add_comparisons(df, client, call, reference, seed_runs)
+    from orchestrator.cost import add_cost_columns, cost_notes  # params, FLOPs, seconds
+
+    add_cost_columns(df, {run.info.run_id: run.data.metrics for run in parents})
 
     paper = spec.paper if spec is not None else None
     notes = []
@@ -201,9 +203,8 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
     note = paper_note(paper, task)
     if note:
         notes.append(note)
-    if paper in PAPER_TITLES and dataset != PAPER_DATASET:
-        notes.append(f"different dataset: {dataset} (the paper's numbers are "
-                     f"{PAPER_DATASET_LABEL}); compare trends, not values")
+    if dataset_note(paper, dataset):
+        notes.append(dataset_note(paper, dataset))
     if df.attrs.get("comparison_problem"):
         notes.append(df.attrs.pop("comparison_problem"))
     if reference is not None:
@@ -215,6 +216,7 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
     if int(df["seeds"].max() or 0) > 1:
         notes.append("UF1 / UAR / accuracy: mean ± standard deviation over seeds "
                      "(each seed's score pooled over all folds)")
+    notes += cost_notes(df)
     df.attrs.update(study=study, dataset=dataset, task=task, experiment=exp.name,
                     experiment_id=exp.experiment_id, notes=notes, reference=reference)
     return df
@@ -552,6 +554,10 @@ def write_summary(writer_or_client: Any, tracking_uri: str, spec: StudySpec, dat
         (folder / "table.csv").write_text(render(df, "csv"))
         (folder / "table.md").write_text(to_markdown(df))
         (folder / "plot.png").write_bytes(_png(summary_figure(df, spec)))
+        from orchestrator.paper_figures import summary_figures  # Fig. 6: every task at once
+
+        for name, figure in summary_figures(tracking_uri, spec, dataset).items():
+            (folder / name).write_bytes(_png(figure))
         call(client.log_artifacts, run_id, str(folder), "summary", what="log summary")
     call(client.set_terminated, run_id, "FINISHED", what="finish summary run")
     return run_id

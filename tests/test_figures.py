@@ -173,8 +173,10 @@ def test_model_cost_of_doubled_rates_and_the_claim_note() -> None:
     assert double[PARAMS_EMOTION] > single[PARAMS_EMOTION]
     runs = {"a": {**single, TRAIN_SECONDS: 100.0}, "b1": {**double, TRAIN_SECONDS: 170.0},
             "b2": {**double, TRAIN_SECONDS: 190.0}, "c": {}}
-    df = pd.DataFrame({"label": ["[1,2,4,8]", "[1,1,2,2,4,4,8,8]", "[1]"],
-                       "run_id": ["a", "b1,b2", "c"]})
+    df = pd.DataFrame({"label": ["[1,2,4,8]", "[1,1,2,2,4,4,8,8]", "[1]", "[1,2,4,8]"],
+                       "variant": ["s1-2-4-8-contiguous", "s1-1-2-2-4-4-8-8-contiguous",
+                                   "s1-contiguous", "s1-2-4-8-strided"],
+                       "run_id": ["a", "b1,b2", "c", "a"]})
     add_cost_columns(df, runs)
     assert df["train_seconds"].tolist()[:2] == [100.0, 180.0]    # mean over the seeds
     assert math.isnan(df["flops_per_clip"].iloc[2])
@@ -182,10 +184,118 @@ def test_model_cost_of_doubled_rates_and_the_claim_note() -> None:
     ratio = double[FLOPS_EMOTION] / single[FLOPS_EMOTION]
     assert notes[0].startswith("cost (parameters · FLOPs per clip · training seconds")
     assert "[1] - · - · -" in notes[0]
+    assert len(notes) == 2                         # the strided [1,2,4,8] has no doubled pair
+    assert notes[1].startswith("cost of [1,1,2,2,4,4,8,8] (s1-1-2-2-4-4-8-8-contiguous) "
+                               "against [1,2,4,8] (s1-2-4-8-contiguous)")
     assert f"SEVit FLOPs ×{ratio:.2f}" in notes[1] and "training time ×1.80" in notes[1]
     assert "nearly doubles" in notes[1]
     assert train_seconds([replace(fake_result(data, data.subject_ids[0]), seconds=2.5)] * 2) == {
         TRAIN_SECONDS: 5.0}
-    empty = pd.DataFrame({"label": ["[1]"], "run_id": ["x"]})
+    empty = pd.DataFrame({"label": ["[1]"], "variant": ["s1"], "run_id": ["x"]})
     add_cost_columns(empty, {"x": {"uf1": 0.5}})
     assert "flops_per_clip" not in empty.columns and cost_notes(empty) == []
+
+
+# -- wired into the run tree, the summary run and the report (a real sqlite MLflow store) -----
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("figures_store")
+    return {"uri": f"sqlite:///{root}/mlflow.db", "root": root}
+
+
+def _parent(store: dict, experiment: str, variant: str, cfg, data, *, features: bool = True,
+            seconds: float = 1.5) -> str:
+    from orchestrator.tracking import RunTreeWriter
+
+    writer = RunTreeWriter(store["uri"], experiment, spool_dir=store["root"] / "spool")
+    parent = writer.parent_run(variant, cfg, data, {"medn.study": experiment.split("/")[0]})
+    for i, subject in enumerate(data.subject_ids):
+        result = replace(fake_result(data, subject, seed=i), seconds=seconds)
+        writer.log_fold(parent, _with_features(result, seed=i) if features else result, {})
+    assert writer.finalize_parent(parent, data) is not None
+    return parent
+
+
+def test_parent_run_holds_figures_7_and_8_and_its_cost(store: dict, tmp_path) -> None:
+    from matplotlib.image import imread
+    from mlflow import MlflowClient
+
+    from medn.train import FoldResult
+
+    cfg = tiny_config()
+    data = random_dataset(cfg, subjects=3, clips_per_subject=6)
+    parent = _parent(store, "fig-unit/synth-3class", "full", cfg, data)
+    client = MlflowClient(store["uri"])
+    names = {a.path for a in client.list_artifacts(parent)}
+    assert {"confusion_matrix.png", NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT} <= names
+    for name in (NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT):
+        image = imread(client.download_artifacts(parent, name, str(tmp_path)))
+        assert image.ndim == 3 and image.shape[1] > 300            # a real, decodable PNG
+    metrics = client.get_run(parent).data.metrics
+    assert metrics[TRAIN_SECONDS] == pytest.approx(1.5 * 3)
+    expected = model_cost_metrics(cfg, data)
+    for key in (PARAMS, FLOPS, PARAMS_EMOTION, FLOPS_EMOTION):
+        assert metrics[key] == expected[key]
+    # each fold's held-out features travel in its fold_result.json artifact
+    fold = client.search_runs([client.get_run(parent).info.experiment_id],
+                              f"tags.mlflow.parentRunId = '{parent}'")[0]
+    import json
+    from pathlib import Path
+
+    stored = FoldResult.from_dict(json.loads(Path(client.download_artifacts(
+        fold.info.run_id, "fold_result.json", str(tmp_path))).read_text()))
+    assert set(stored.features) == set(figures.FEATURE_PANELS)
+    assert stored.features["f_fusion"].shape == (6, 8)
+
+
+def test_lambda_grid_summary_holds_every_task_in_one_fig6(store: dict, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from orchestrator.paper_figures import FIG6_ARTIFACT, lambda_curves
+    from orchestrator.report import write_summary
+    from orchestrator.studies import find_study
+
+    spec = find_study("lambda-grid")
+    for task in (3, 4):
+        cfg = tiny_config()
+        data = random_dataset(cfg, classes=task, subjects=3, clips_per_subject=4)
+        for name in ("lambda_au=0.0,lambda_orth=1.0", "lambda_au=1.0,lambda_orth=1.0"):
+            _parent(store, f"lambda-grid/synth-{task}class", name, cfg, data, features=False)
+    curves = lambda_curves(store["uri"], spec, "synth")
+    assert sorted(curves) == [3, 4]
+    au = {x: (uf1, uar) for x, uf1, uar in curves[4]["loss.lambda_au"]}
+    assert not math.isnan(au[0.0][0]) and not math.isnan(au[1.0][1])
+    assert math.isnan(au[0.4][0])                                   # never trained
+    shared = {x: uf1 for x, uf1, _ in curves[3]["loss.lambda_au"]}[1.0]
+    orth = {x: uf1 for x, uf1, _ in curves[3]["loss.lambda_orth"]}
+    assert orth[1.0] == shared and not math.isnan(shared)          # on both curves
+    run_id = write_summary(None, store["uri"], spec, "synth", 4)
+    client = MlflowClient(store["uri"])
+    names = {a.path for a in client.list_artifacts(run_id, "summary")}
+    assert f"summary/{FIG6_ARTIFACT}" in names and "summary/plot.png" in names
+
+
+def test_sparsity_rates_report_checks_the_cost_claim(store: dict) -> None:
+    from orchestrator.report import render, study_table
+
+    data = random_dataset(tiny_config(), subjects=3, clips_per_subject=4)
+    for name, rates, seconds in (("s1-2-4-8-strided", "[1,2,4,8]", 2.0),
+                                 ("s1-1-2-2-4-4-8-8-strided", "[1,1,2,2,4,4,8,8]", 3.0)):
+        cfg = tiny_config(f"model.emotion.sparsity_rates={rates}",
+                          "model.emotion.grouping=strided")
+        _parent(store, "sparsity-rates/synth-3class", name, cfg, data, features=False,
+                seconds=seconds)
+    df = study_table(store["uri"], "sparsity-rates", "synth", 3)
+    rows = df.set_index("variant")
+    single, double = rows.loc["s1-2-4-8-strided"], rows.loc["s1-1-2-2-4-4-8-8-strided"]
+    assert double["flops_per_clip_emotion"] == pytest.approx(
+        2 * single["flops_per_clip_emotion"], rel=0.1)
+    assert single["train_seconds"] == 6.0 and double["train_seconds"] == 9.0
+    assert math.isnan(rows.loc["s1-2-4-8-contiguous", "flops_per_clip"])   # not run
+    text = render(df, "markdown")
+    ratio = double["flops_per_clip_emotion"] / single["flops_per_clip_emotion"]
+    assert ("cost of [1,1,2,2,4,4,8,8] (s1-1-2-2-4-4-8-8-strided) against [1,2,4,8] "
+            f"(s1-2-4-8-strided): SEVit FLOPs ×{ratio:.2f}") in text
+    assert "training time ×1.50" in text and "nearly doubles" in text
+    assert "flops_per_clip" in render(df, "csv").splitlines()[0]

@@ -58,9 +58,13 @@ def pool(results: Sequence[FoldResult], data: PreparedDataset, variant: str = ""
 
 
 def parent_metrics(pooled: PooledFolds) -> dict[str, float]:
-    """The metrics logged on the parent (step 0): the pooled ones and ``au_f1/<AU>``."""
+    """The metrics logged on the parent (step 0): the pooled ones, ``au_f1/<AU>`` and
+    ``cost/train_seconds``."""
+    from orchestrator.cost import train_seconds
+
     out = dict(pooled.metrics)
     out.update({f"au_f1/{name}": v for name, v in pooled.au_f1.items()})
+    out.update(train_seconds(pooled.results))  # cost/train_seconds: every fold's, summed
     return out
 
 
@@ -77,7 +81,12 @@ def parent_figures(pooled: PooledFolds) -> dict[str, Any]:
     matrix = mm.confusion(pooled.y_true, pooled.y_pred, pooled.data.num_classes)
     title = (f"{pooled.variant} UF1 {pooled.metrics['uf1']:.3f}  "
              f"UAR {pooled.metrics['uar']:.3f}")
-    return {"confusion_matrix.png": confusion_figure(matrix, pooled.data.classes, title)}
+    # Fig. 7 (row-normalised) and Fig. 8 (t-SNE of the held-out features) beside the counts
+    from orchestrator.paper_figures import parent_figures as paper_figures
+
+    return {"confusion_matrix.png": confusion_figure(matrix, pooled.data.classes, title),
+            **paper_figures(pooled.results, pooled.data.classes, pooled.data.num_classes,
+                            title)}
 
 
 def predictions_csv(results: Sequence[FoldResult], data: PreparedDataset) -> str:

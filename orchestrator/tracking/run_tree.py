@@ -371,6 +371,10 @@ class RunTreeWriter:
         self._mlflow.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"),
                                                      sort_keys=False), "config.yaml")
         self._mlflow.log_inputs(run_id, datasets=[_dataset_input(cfg, data)])
+        from orchestrator.cost import parent_cost
+
+        metrics, tags = parent_cost(cfg, data)  # parameters, FLOPs per clip (Table VI's claim)
+        self.log_batch(run_id, metrics=metrics, tags=tags)
         return run_id
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
