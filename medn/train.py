@@ -377,3 +377,11 @@ def train_fold(cfg: MednConfig, data: PreparedDataset, subject: str, *,
         device=str(device),
         features={name: value.numpy().astype(np.float32) for name, value in features.items()},
     )
+
+
+def train_folds(cfg: MednConfig, data: PreparedDataset, subjects: list[str],
+                **kwargs: Any) -> list[FoldResult]:
+    """Train several folds of ``cfg`` as one stacked model: ``medn.packing.train_folds``."""
+    from medn.packing import train_folds as packed
+
+    return packed(cfg, data, subjects, **kwargs)
