@@ -149,7 +149,11 @@ def _placement(form: ReleaseForm, subject: str) -> tuple[int, int]:
 
 def render_frame(form: ReleaseForm, subject: str, level: float, noise_key: Sequence[object],
                  background: np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
-    """One frame of ``subject``'s face at activation ``level``, as the release stores it."""
+    """One frame of ``subject``'s face at activation ``level``, as the release stores it.
+
+    The face gets fresh Gaussian noise per frame; the backdrop a window, shifted per frame, of
+    one fixed noise field (full-HD Gaussian draws per frame would dominate building a tree).
+    """
     seed = identity_seed(form.name, subject) if seed is None else seed
     if background is None and form.size is not None:
         background = _background(form, subject)
@@ -159,30 +163,48 @@ def render_frame(form: ReleaseForm, subject: str, level: float, noise_key: Seque
     gx, gy = np.meshgrid(grid, grid)
     moved = cv2.remap(face, gx - field[0], gy - field[1], cv2.INTER_LINEAR,
                       borderMode=cv2.BORDER_REFLECT101)
+    rng = stable_rng("replica-noise", *noise_key)
+    moved = moved + rng.normal(0.0, NOISE_SIGMA, moved.shape).astype(np.float32)
+    face_u8 = np.clip(np.rint(moved), 0, 255).astype(np.uint8)
     if form.size is None:
         left, top, right, bottom = _crop_box(subject, form.face_px, seed)
-        image = moved[top:bottom, left:right]
+        gray = np.ascontiguousarray(face_u8[top:bottom, left:right])
     else:
-        image = background.astype(np.float32)
+        height, width = background.shape
+        noise = _noise_field(form)
+        dy, dx = (int(v) for v in rng.integers(0, NOISE_MARGIN, 2))
+        frame = background + noise[dy:dy + height, dx:dx + width]
+        gray = np.clip(frame, 0, 255).astype(np.uint8)
         x, y = _placement(form, subject)
-        image[y:y + form.face_px, x:x + form.face_px] = moved
-    rng = stable_rng("replica-noise", *noise_key)
-    image = image + rng.normal(0.0, NOISE_SIGMA, image.shape).astype(np.float32)
-    gray = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        gray[y:y + form.face_px, x:x + form.face_px] = face_u8
     if not form.colour:
         return gray
-    tint = np.array([0.92, 1.0, 1.06], np.float32)  # B, G, R: a warm cast as in the videos
-    return np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
+    # B, G, R: a warm cast as in the videos (saturating uint8 arithmetic)
+    return cv2.merge([cv2.convertScaleAbs(gray, alpha=0.92), gray,
+                      cv2.convertScaleAbs(gray, alpha=1.06)])
+
+
+NOISE_MARGIN = 32
+
+
+@lru_cache(maxsize=8)
+def _noise_field(form: ReleaseForm) -> np.ndarray:
+    """A fixed int16 Gaussian noise field a little larger than the release's frame."""
+    width, height = form.size
+    rng = stable_rng("replica-noise-field", form.name)
+    field = rng.normal(0.0, NOISE_SIGMA, (height + NOISE_MARGIN, width + NOISE_MARGIN))
+    return np.rint(field).astype(np.int16)
 
 
 @lru_cache(maxsize=8)
 def _background(form: ReleaseForm, subject: str) -> np.ndarray:
-    """A static, smooth backdrop (a lit wall): the face is the only thing that moves."""
+    """A static, smooth backdrop (a lit wall) as int16: the face is the only thing that moves."""
     width, height = form.size
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     rng = stable_rng("replica-bg", form.name, subject)
     level = rng.uniform(80, 140)
-    return level + 25 * (xx / width - 0.5) * rng.uniform(-1, 1) + 15 * (yy / height - 0.5)
+    wall = level + 25 * (xx / width - 0.5) * rng.uniform(-1, 1) + 15 * (yy / height - 0.5)
+    return np.rint(wall).astype(np.int16)
 
 
 def video_frames(clips: Sequence[ClipRecord]) -> list[int]:
