@@ -127,7 +127,7 @@ def test_cli_json_counts(shared_annotations: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) == {"dataset", "task", "total", "subjects", "classes", "excluded",
-                           "repaired"}
+                           "repaired", "hard_samples"}
     assert (report["dataset"], report["task"], report["total"], report["subjects"]) == (
         "casme2", 3, 145, 24)
     assert report["classes"] == {"negative": 88, "positive": 32, "surprise": 25}
@@ -149,3 +149,24 @@ def test_console_script_json_once(shared_annotations: Path) -> None:
     assert report["classes"] == {"negative": 457, "positive": 55, "surprise": 187,
                                  "others": 161}
     assert report["excluded"] == []
+
+
+@pytest.mark.parametrize(("task", "ours", "as_written", "no_side", "paper"), [
+    (3, 622, 584, 593, 594), (4, 793, 756, 764, 755), (7, 819, 780, 788, 784)])
+def test_table_ii_hard_samples_on_casme3(shared_annotations: Path, task: int, ours: int,
+                                         as_written: int, no_side: int, paper: int) -> None:
+    sheet = shared_annotations / SHEETS["casme3a"]
+    result = CliRunner().invoke(app, ["data", "validate", "--dataset", "casme3a",
+                                      "--annotations", str(sheet), "--task", str(task),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    hard = json.loads(result.stdout)["hard_samples"]
+    total = 699 if task == 3 else 860
+    assert (hard["rule"], hard["hard"], hard["total"]) == ("au-numbers", ours, total)
+    assert hard["paper"] == {"hard": paper, "total": total}
+    assert hard["other_rules"] == {"as-written": as_written, "as-written-no-side": no_side}
+    text = CliRunner().invoke(app, ["data", "validate", "--dataset", "casme3a", "--annotations",
+                                    str(sheet), "--task", str(task)]).output
+    flat = " ".join(text.split())
+    assert f"hard samples (paper Table II): {ours} of {total}" in flat
+    assert f"paper: {paper} of {total}" in flat and "same set of AU numbers" in flat

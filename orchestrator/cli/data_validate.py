@@ -74,6 +74,21 @@ def _issue_table(title: str, issues: list[dict[str, Any]], style: str) -> Table:
     return table
 
 
+def print_hard_samples(console: Console, hard: dict[str, Any]) -> None:
+    """The Table II line: hard samples under medn's rule, the paper's figure beside it."""
+    share = f" ({hard['share']:.1%})" if hard["share"] is not None else ""
+    line = (f"hard samples (paper Table II): {hard['hard']} of {hard['total']}{share}; "
+            f"rule: {hard['rule_text']}")
+    paper = hard["paper"]
+    if paper is not None:
+        line += (f"; paper: {paper['hard']} of {paper['total']} "
+                 f"({paper['hard'] / paper['total']:.1%})")
+    others = ", ".join(f"{name} {count}" for name, count in hard["other_rules"].items())
+    console.print(Text(line))
+    note = " (none reproduces the paper; see docs/annotations.md)" if paper else ""
+    console.print(Text(f"  other rules: {others}{note}"))
+
+
 def print_report(console: Console, report: dict[str, Any], source: str) -> None:
     """Print the report as rich tables: per-class counts, then every repair and exclusion."""
     console.print(Text(f"source: {source}"))
@@ -86,6 +101,7 @@ def print_report(console: Console, report: dict[str, Any], source: str) -> None:
     counts.add_row("[bold]total[/bold]", f"[bold]{report['total']}[/bold]")
     counts.add_row("subjects", str(report["subjects"]))
     console.print(counts)
+    print_hard_samples(console, report["hard_samples"])
     if report["repaired"]:
         console.print(_issue_table(f"{len(report['repaired'])} rows kept with a repair or note",
                                    report["repaired"], "yellow"))

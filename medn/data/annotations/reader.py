@@ -151,6 +151,7 @@ def _check_row(layout: SheetLayout, data: SheetData,
              if fld in cells and cell_text(cells[fld])}
     if parsed.notes:
         extra["au_descriptors"] = ", ".join(parsed.notes)
+    extra["au_cell"] = cell_text(cells["aus"])  # as written: the Table II rule variants use it
     record = ClipRecord(dataset=layout.dataset, subject=subject,
                         clip=layout.clip_name(filename, cell_text(cells["onset"])),
                         video=filename, emotion=emotion, aus=parsed.aus, onset=verdict.onset,
