@@ -58,6 +58,7 @@ from orchestrator.execution.context import (
     ExecutionReport,
     StudyContext,
     StudyInputError,
+    open_parents,
     open_variant,
     refresh_finished,
 )
@@ -72,6 +73,11 @@ ATTR_VARIANT = "medn.variant"  # the MLflow variant (parent run name) of a trial
 ATTR_RESUMES = "medn.resumes"  # the number of the killed trial an enqueued one takes over
 ATTR_PRUNED = "pruned"
 ATTR_FOLDS = "folds_scored"
+DIVERGED_KEY = "diverged"
+# The score of a fold whose training diverged (non-finite loss): the lowest UF1/UAR/accuracy.
+# Such a configuration cannot be trained, so it must lose every pairing with one that can;
+# the failure is deterministic, so it is not retried.
+DIVERGED_SCORE = 0.0
 
 
 def optuna_storage(ctx: StudyContext) -> str:
@@ -154,18 +160,26 @@ class _FoldReporter:
         self.state = state
         self.order = order
         self.metric = metric
-        self.scores: dict[str, float] = {}
+        self.scores: dict[str, float | None] = {}  # None: the fold failed, no score
         self.reported: list[float] = []
         self.next = 0
 
-    def add(self, subject: str, score: float) -> bool:
-        """Take one fold's score; True when the trial should be pruned."""
-        self.scores[subject] = score
+    @property
+    def skipped(self) -> list[str]:
+        """Folds that failed for good (no score): passed over, so later ones still count."""
+        return [s for s, score in self.scores.items() if score is None]
+
+    def add(self, subject: str, score: float | None) -> bool:
+        """Take one fold's score (None: it failed); True when the trial should be pruned."""
+        self.scores.setdefault(subject, score)
         while self.next < len(self.order) and self.order[self.next] in self.scores:
             s = self.order[self.next]
-            self.trial.report(self.scores[s], self.state.subjects.index(s))
-            self.reported.append(self.scores[s])
             self.next += 1
+            value = self.scores[s]
+            if value is None:
+                continue
+            self.trial.report(value, self.state.subjects.index(s))
+            self.reported.append(value)
             if self.next < len(self.order) and self.trial.should_prune():
                 self.state.pruned = True
                 return True
@@ -190,6 +204,7 @@ class _TrialRun:
     reporter: _FoldReporter
     queue: list[str]
     in_flight: set[str] = field(default_factory=set)
+    diverged: set[str] = field(default_factory=set)
     told: bool = False
 
 
@@ -235,6 +250,18 @@ class SearchDriver:
         search = self.ctx.spec.search
         assert search is not None
         trial = self.study.ask()
+        try:
+            return self._open(trial)
+        except BaseException:
+            import optuna
+
+            # a trial that cannot even start (a bad configuration) is not left RUNNING
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+
+    def _open(self, trial: Any) -> _TrialRun:
+        search = self.ctx.spec.search
+        assert search is not None
         params = search.suggest(trial)
         drawn = trial_variant(trial.number, params)
         # a trial taking over a killed one keeps its MLflow parent run (same variant name)
@@ -244,6 +271,7 @@ class SearchDriver:
         trial.set_user_attr(ATTR_VARIANT, name)
         cfg = variant_config(self.ctx.spec, variant, self.ctx.options, self.task)
         state = open_variant(self.ctx, self.task, variant, cfg, {TAG_TRIAL: str(trial.number)})
+        open_parents(self.ctx, [state])  # the resources were checked before the first trial
         if self.data_keys and state.data_key not in self.data_keys:
             raise StudyInputError("search.space: a search may not vary data.* settings (each "
                                   "trial must train on the one prepared dataset)")
@@ -301,13 +329,27 @@ class SearchDriver:
                     state.data_key, state.config.model_dump(mode="json"))
         return {"unit": unit.uid, "unit_json": json.dumps(_unit_fields(unit))}
 
-    def unit_ended(self, tune_id: str) -> None:
-        """Tune is done with this fold (its result arrived, it failed for good, or stopped)."""
+    def unit_ended(self, tune_id: str, result: dict[str, Any] | None = None,
+                   error: bool = False) -> None:
+        """Tune is done with this fold: its result arrived, its training diverged (scored
+        ``DIVERGED_SCORE``), it failed for good (``error``: no score), or it was stopped."""
         entry = self.by_tune_id.pop(tune_id, None)
-        if entry is not None:
-            run, subject = entry
-            run.in_flight.discard(subject)
-            self.tell_if_done(run)
+        if entry is None:
+            return
+        run, subject = entry
+        run.in_flight.discard(subject)
+        state = run.state
+        if result and result.get(DIVERGED_KEY):
+            run.diverged.add(subject)
+            if self.recorder is not None:  # a FAILED child run with the reason, never retried
+                self.recorder.failed(state.task, state.name, subject, str(result[DIVERGED_KEY]),
+                                     1, final=True)
+            if not run.told and run.reporter.add(subject, DIVERGED_SCORE):
+                self._prune(run)
+        elif ((error or subject in state.gave_up) and not run.told
+              and run.reporter.add(subject, None)):
+            self._prune(run)
+        self.tell_if_done(run)
 
     # -- results -------------------------------------------------------------------------------
     def on_fold(self, state: VariantState, subject: str, fold: dict[str, Any]) -> None:
@@ -340,11 +382,12 @@ class SearchDriver:
         state = run.state
         # a complete trial is told once Tune is done with its last fold, by when the recorder
         # has logged it and pooled the parent (the pooled score goes along as a user attribute)
-        if run.reporter.complete and (final or not run.in_flight):
-            self._tell(run, pruned=False)
-        elif state.gave_up and not run.queue and not run.in_flight:
+        failed = state.gave_up - run.diverged
+        if failed and not run.queue and not run.in_flight:
             run.told = True  # a fold failed for good: no value; the parent says incomplete
             self.study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
+        elif run.reporter.complete and (final or not run.in_flight):
+            self._tell(run, pruned=False)
 
     def _tell(self, run: _TrialRun, pruned: bool) -> None:
         run.told = True
@@ -366,10 +409,17 @@ def train_search_unit(config: dict[str, Any], *, datasets: dict[str, Any],
                       threads: int) -> None:
     """The Tune function of a search fold: the unit travels in the config (trials are made
     while the experiment runs), then as ``trainable.train_unit``."""
+    from ray import tune
+
+    from medn.train import NonFiniteLossError
     from orchestrator.execution.trainable import train_unit
 
     unit = Unit(**json.loads(config["unit_json"]))
-    train_unit({"unit": unit.uid}, units={unit.uid: unit}, datasets=datasets, threads=threads)
+    try:
+        train_unit({"unit": unit.uid}, units={unit.uid: unit}, datasets=datasets,
+                   threads=threads)
+    except NonFiniteLossError as err:  # deterministic: reported as a result, not retried
+        tune.report({"unit": unit.uid, DIVERGED_KEY: str(err)})
 
 
 def _searcher(driver: SearchDriver) -> Any:
@@ -390,7 +440,7 @@ def _searcher(driver: SearchDriver) -> Any:
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:
             if self.driver is not None:
-                self.driver.unit_ended(trial_id)
+                self.driver.unit_ended(trial_id, result, error)
 
         def __getstate__(self) -> dict:  # Tune pickles its state; the driver stays here
             return {**self.__dict__, "driver": None}
