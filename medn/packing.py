@@ -537,3 +537,85 @@ def train_folds(cfg: MednConfig, data: PreparedDataset, subjects: Sequence[str],
     if errors:
         raise PackError(results, errors)
     return results
+
+
+# On CPU a fold costs about the same per clip packed or not (the arithmetic dominates): packs
+# of more than this many folds only add memory (see docs/training.md, "Packed training").
+CPU_PACK_LIMIT = 8
+# share of the device memory packs may use, and the margin on the probe (vmap's batching
+# rules and the allocator's fragmentation add to one fold's own peak)
+MEMORY_SHARE = 0.8
+PROBE_MARGIN = 1.3
+
+
+def fold_memory_bytes(cfg: MednConfig, data: PreparedDataset, device: torch.device) -> int:
+    """Peak CUDA memory one fold's training step adds beyond the shared data: one forward,
+    backward and AdamW step of a full batch, measured on ``device``, plus AdamW's state."""
+    from medn.losses import medn_loss
+    from medn.models import build_model
+    from medn.train import fold_frames
+
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    idx = torch.arange(min(cfg.optim.batch_size, len(data)))
+    frames = fold_frames(cfg, data)
+    model = build_model(cfg, num_classes=data.num_classes, num_aus=data.num_aus).to(device)
+    optimizer, _ = build_optimizer(model, cfg)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = model(data.flows[idx].to(device=device, dtype=torch.float32),
+                    data.apex[idx].to(device),
+                    frames=frames[idx].to(device) if frames is not None else None)
+    medn_loss(out, data.labels[idx].to(device), data.aus[idx].to(device=device,
+              dtype=torch.float32), cfg.loss).total.backward()
+    optimizer.step()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del model, optimizer, out
+    torch.cuda.empty_cache()
+    return int(peak)
+
+
+def max_pack_size(cfg: MednConfig, data: PreparedDataset, device: torch.device | None = None,
+                  memory_fraction: float = 1.0) -> int:
+    """The most folds of ``cfg`` one pack may hold on ``device`` (``--pack auto``).
+
+    CUDA: ``MEMORY_SHARE`` of this process's share of the device memory (``memory_fraction``,
+    e.g. 0.25 for a quarter GPU; never more than what is free), less the dataset kept on the
+    device, divided by one fold's measured peak (``fold_memory_bytes``) x ``PROBE_MARGIN``.
+    CPU: ``CPU_PACK_LIMIT`` (packing does not make a CPU faster beyond it, measured).
+    """
+    device = device or resolve_device(cfg)
+    if device.type != "cuda":
+        return CPU_PACK_LIMIT
+    free, total = torch.cuda.mem_get_info(device)
+    budget = min(free, total * memory_fraction) * MEMORY_SHARE
+    shared = len(data) * data.flows[0].numel() * 4
+    if data.frames is not None:
+        shared += data.frames.numel()
+    per_fold = fold_memory_bytes(cfg, data, device) * PROBE_MARGIN
+    return max(1, int((budget - shared) // per_fold))
+
+
+def train_in_packs(cfg: MednConfig, data: PreparedDataset, subjects: Sequence[str],
+                   pack_size: int, **kwargs: object) -> list[FoldResult]:
+    """``train_folds`` over ``subjects`` in consecutive packs of at most ``pack_size`` folds.
+
+    Every pack runs even when an earlier one had failing folds; ``PackError`` at the end then
+    carries every finished fold's result and every failure.
+    """
+    if pack_size < 1:
+        raise ValueError(f"pack size must be at least 1, got {pack_size}")
+    subjects = list(subjects)
+    results: list[FoldResult] = []
+    errors: dict[str, BaseException] = {}
+    for start in range(0, len(subjects), pack_size):
+        try:
+            results.extend(train_folds(cfg, data, subjects[start:start + pack_size],
+                                       **kwargs))  # type: ignore[arg-type]
+        except PackError as err:
+            results.extend(err.results)
+            errors.update(err.errors)
+    if errors:
+        raise PackError(results, errors)
+    return results

@@ -180,3 +180,17 @@ def test_gpu_check_cpu_path_runs(tmp_path):
     rows = [line.split() for line in table.splitlines()[1:4]]
     assert [r[:2] for r in rows] == [["smoke", "1"], ["smoke", "p1"], ["smoke", "2"]]
     assert all(float(r[3]) > 0 for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_auto_pack_size_fits_the_gpu():
+    from medn.packing import max_pack_size, train_in_packs
+
+    cfg = paper_config("optim.epochs=1", "optim.batch_size=16")
+    data = paper_dataset(cfg, subjects=6, clips=6)
+    whole = max_pack_size(cfg, data, torch.device("cuda"))
+    quarter = max_pack_size(cfg, data, torch.device("cuda"), memory_fraction=0.25)
+    assert whole >= quarter >= 1 and whole >= 4
+    results = train_in_packs(cfg, data, data.subject_ids, pack_size=min(quarter, 6))
+    assert [r.subject for r in results] == data.subject_ids

@@ -191,3 +191,22 @@ def test_train_folds_is_exposed_by_medn_train():
 
     assert medn.train.train_folds(tiny_config("optim.epochs=1"), random_dataset(
         tiny_config(), subjects=2, clips_per_subject=3), ["s01"])[0].subject == "s01"
+
+
+def test_training_in_packs_gives_the_same_folds_and_keeps_results_past_a_failure():
+    from medn.packing import CPU_PACK_LIMIT, max_pack_size, train_in_packs
+
+    cfg = tiny_config("optim.epochs=1", "optim.batch_size=4", *NO_DROPOUT)
+    data = random_dataset(cfg, subjects=4, clips_per_subject=5)
+    flows = data.flows.clone()
+    flows[[i for i, s in enumerate(data.subjects) if s == "s04"]] = float("inf")
+    bad = dataclasses.replace(data, flows=flows)
+    with pytest.raises(PackError) as caught:
+        train_in_packs(cfg, bad, ["s04", "s01", "s02"], pack_size=2)
+    # packs [s04, s01] and [s02]: s01 and s02 train on s04's inf clips and fail
+    assert sorted(caught.value.errors) == ["s01", "s02"]
+    assert [r.subject for r in caught.value.results] == ["s04"]
+    assert_same_fold(caught.value.results[0], train_fold(cfg, bad, "s04"))
+    with pytest.raises(ValueError, match="at least 1"):
+        train_in_packs(cfg, data, ["s01"], pack_size=0)
+    assert max_pack_size(cfg, data, torch.device("cpu")) == CPU_PACK_LIMIT
