@@ -108,12 +108,14 @@ def _scatter(ax: Axes, points: np.ndarray, labels: np.ndarray, classes: Sequence
 
 
 def tsne_figure(features: Mapping[str, np.ndarray], labels: np.ndarray,
-                classes: Sequence[str], title: str = "", seed: int = 0) -> Figure:
+                classes: Sequence[str], title: str = "", seed: int = 0,
+                note: str = "") -> Figure:
     """Fig. 8: one t-SNE panel per feature (``f_m``, ``f_e``, ``f_fusion``, each (n, d)) of
     the same n held-out clips, points coloured by their true emotion ``labels`` (n,).
 
     Each panel is its own embedding (t-SNE axes carry no units). A panel whose feature is
-    missing, or with fewer than 5 clips, says so instead of plotting.
+    missing, or with fewer than 5 clips, says so instead of plotting. ``note`` (how the
+    features were prepared) is added to the title.
     """
     y = np.asarray(labels)
     figure = _figure(4.2 * len(FEATURE_PANELS), 4.4)
@@ -139,8 +141,8 @@ def tsne_figure(features: Mapping[str, np.ndarray], labels: np.ndarray,
         figure.legend(handles, present, loc="outside lower center", ncol=min(len(present), 7),
                       fontsize=9, title="true emotion (clips)")
     figure.suptitle((title.strip() + ": " if title.strip() else "")
-                    + f"t-SNE of {len(y)} held-out clips, pooled over the LOSO folds",
-                    fontsize=10)
+                    + f"t-SNE of {len(y)} held-out clips, pooled over the LOSO folds"
+                    + (f"\n({note})" if note else ""), fontsize=10)
     return figure
 
 

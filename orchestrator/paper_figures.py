@@ -2,7 +2,8 @@
 
 - every pooled parent run: Fig. 7's row-normalised confusion matrix
   (``confusion_matrix_normalized.png``, beside the counts) and Fig. 8's t-SNE of the held-out
-  clips' F_m, F_e and F_fusion pooled over the folds (``tsne.png``), from the features each
+  clips' F_m, F_e and F_fusion pooled over the folds (``tsne.png``; each fold's features
+  standardised over its own clips first, see ``pooled_features``), from the features each
   fold's ``FoldResult`` carries (its ``fold_result.json`` artifact);
 - the summary run of a sweeps study (``lambda-grid``, Fig. 6): the lambda curves of every task
   of that dataset found in MLflow, in one figure (``summary/fig6_lambda_curves.png``).
@@ -33,15 +34,31 @@ FIG6_ARTIFACT = "fig6_lambda_curves.png"
 TSNE_SEED = 0
 
 
-def pooled_features(results: Sequence[FoldResult]) -> dict[str, np.ndarray]:
+def standardize(features: np.ndarray) -> np.ndarray:
+    """Each column minus its mean, divided by its standard deviation (a constant column
+    becomes 0), over the rows given: one fold's held-out clips."""
+    x = np.asarray(features, dtype=np.float64)
+    std = x.std(axis=0)
+    return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def pooled_features(results: Sequence[FoldResult], per_fold: bool = True
+                    ) -> dict[str, np.ndarray]:
     """Each feature (``f_m``, ``f_e``, ``f_fusion``) of every fold's held-out clips,
     concatenated in the folds' order (the order of the pooled labels); a feature that some
-    fold did not record is left out (no partial pool)."""
+    fold did not record is left out (no partial pool).
+
+    ``per_fold``: standardise each fold's features over its own held-out clips first. Each
+    fold is a different model with its own feature space; pooled raw, the t-SNE shows one
+    cluster per fold (held-out subject) rather than the emotions (seen on synth). Only the
+    held-out clips' own features are used, no label.
+    """
     out: dict[str, np.ndarray] = {}
     for name in figures.FEATURE_PANELS:
         parts = [getattr(r, "features", {}).get(name) for r in results]
         if parts and all(p is not None for p in parts):
-            out[name] = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+            out[name] = np.concatenate([standardize(p) if per_fold
+                                        else np.asarray(p, dtype=np.float32) for p in parts])
     return out
 
 
@@ -58,8 +75,9 @@ def parent_figures(results: Sequence[FoldResult], classes: Sequence[str], num_cl
         matrix, classes, title)}
     features = pooled_features(results)
     if features:
-        out[TSNE_ARTIFACT] = figures.tsne_figure(features, y_true, classes, title,
-                                                 seed=TSNE_SEED)
+        out[TSNE_ARTIFACT] = figures.tsne_figure(
+            features, y_true, classes, title, seed=TSNE_SEED,
+            note="each fold's features standardised over its held-out clips")
     return out
 
 

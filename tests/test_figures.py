@@ -29,6 +29,7 @@ from orchestrator.paper_figures import (
     TSNE_ARTIFACT,
     parent_figures,
     pooled_features,
+    standardize,
 )
 
 CLASSES = ["negative", "positive", "surprise"]
@@ -142,9 +143,21 @@ def test_parent_figures_pool_every_fold() -> None:
     pooled = pooled_features(results)
     assert set(pooled) == set(figures.FEATURE_PANELS)
     assert pooled["f_e"].shape == (18, 8)
-    assert np.array_equal(pooled["f_m"][6:12], results[1].features["f_m"])
+    raw = pooled_features(results, per_fold=False)
+    assert np.array_equal(raw["f_m"][6:12], results[1].features["f_m"])
+    # by default each fold is standardised over its own clips: a fold's offset or scale
+    # (each fold is its own model) does not separate it from the others
+    results[1] = replace(results[1], features={
+        k: v * 5.0 + 100.0 for k, v in results[1].features.items()})
+    pooled = pooled_features(results)
+    assert np.allclose(pooled["f_m"][6:12], standardize(raw["f_m"][6:12]), atol=1e-5)
+    for fold in (slice(0, 6), slice(6, 12), slice(12, 18)):
+        assert np.allclose(pooled["f_e"][fold].mean(axis=0), 0.0, atol=1e-5)
+        assert np.allclose(pooled["f_e"][fold].std(axis=0), 1.0, atol=1e-4)
+    assert np.allclose(standardize(np.ones((4, 2))), 0.0)              # constant column
     out = parent_figures(results, data.classes, data.num_classes, "full")
     assert set(out) == {NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT}
+    assert "standardised" in out[TSNE_ARTIFACT]._suptitle.get_text()
     y_true = np.concatenate([r.y_true for r in results])
     y_pred = np.concatenate([r.y_pred for r in results])
     first = (y_pred[y_true == 0] == 0).mean()
