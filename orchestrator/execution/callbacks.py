@@ -15,6 +15,10 @@ from typing import Any
 from ray import tune
 
 from orchestrator.execution.recorder import StudyRecorder
+from orchestrator.tracking import DiskFull, SpoolError, TrackingStoreError
+
+# Errors after which no result could be kept: they stop the study instead of being noted.
+FATAL_ERRORS = (DiskFull, SpoolError, TrackingStoreError)
 
 
 def _unit_of(trial: Any) -> tuple[int, str, str]:
@@ -48,9 +52,16 @@ class StudyCallback(tune.Callback):
 
     def _safely(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run a recorder call; an unexpected error is recorded as a problem of the study
-        (shown at the end; the result stays in the spool) instead of aborting every trial."""
+        (shown at the end; the result stays in the spool) instead of aborting every trial.
+
+        An error that leaves nowhere to keep results (a full disk, an unwritable spool, a
+        store that refuses writes) is raised instead: it ends ``Tuner.fit`` at once, because
+        every fold trained from then on would be thrown away.
+        """
         try:
             fn(*args, **kwargs)
+        except FATAL_ERRORS:
+            raise
         except Exception as err:  # noqa: BLE001 - kept and reported by the runner
             log.error("study recorder failed: %s", traceback.format_exc())
             self.recorder.problems.append(f"{type(err).__name__}: {err}")

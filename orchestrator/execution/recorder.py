@@ -7,6 +7,10 @@ then logs them (``log_spooled``), and finalizes a variant's parent run once ever
 FINISHED child. While MLflow is unreachable it keeps them in the spool, keeps the study running,
 and retries with backoff; ``finish`` makes a last bounded attempt and raises
 ``ResultsNotLogged`` telling the user to re-run (which logs the spool before training).
+
+A result that cannot even be spooled (``DiskFull``: "disk full at <folder>", or ``SpoolError``)
+is never swallowed: the error propagates and the study stops at once, keeping what was spooled
+before, because every fold trained from then on would be lost.
 """
 
 from __future__ import annotations

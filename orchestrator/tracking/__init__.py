@@ -33,6 +33,7 @@ from orchestrator.tracking.store import (
     configure_mlflow_environment,
     default_artifact_location,
     default_spool_dir,
+    open_client,
     redact_uri,
     resolve_tracking_uri,
     sqlite_path,
@@ -70,5 +71,6 @@ __all__ = [
     "RunTreeWriter", "Spool", "SpoolEntry", "SpoolError", "TrackingError", "TrackingStoreError",
     "TrackingUnavailable", "classify", "config_digest", "configure_mlflow_environment",
     "default_artifact_location", "default_spool_dir", "describe_variant", "is_transient",
+    "open_client",
     "redact_uri", "resolve_tracking_uri", "retry_call", "sqlite_path", "store_slug", "ui_link",
 ]

@@ -37,6 +37,7 @@ from orchestrator.tracking.errors import (
     TrackingStoreError,
     TrackingUnavailable,
 )
+from orchestrator.tracking.store import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +120,20 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``exc``'s message on one line, at most ``limit`` characters."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """``exc``'s message on one line, at most ``limit`` characters, passwords redacted."""
+    text = redact_text(" ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def retry_call(fn: Callable[..., T], *args: Any, retries: int = 6, backoff_s: float = 0.5,
                what: str = "tracking call", target: str = "the tracking store",
-               sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> T:
+               disk: str | None = None, sleep: Callable[[float], None] = time.sleep,
+               **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``, retried up to ``retries`` times on transient errors with delays
     ``backoff_s * 2**k`` (capped at 30 s); then ``TrackingUnavailable``. A full disk raises
     ``DiskFull`` and a read-only store ``TrackingStoreError`` at once; other errors propagate
-    unchanged at once. ``target`` names the store in messages (pass a redacted URI)."""
+    unchanged at once. ``target`` names the store in messages (pass a redacted URI), ``disk``
+    where it keeps its data (a sqlite file; default ``target``)."""
     waited = 0.0
     for attempt in range(retries + 1):
         try:
@@ -138,7 +141,7 @@ def retry_call(fn: Callable[..., T], *args: Any, retries: int = 6, backoff_s: fl
         except Exception as exc:
             verdict = classify(exc)
             if verdict == "disk_full":
-                raise DiskFull(target, f"{what}: {one_line(exc, 160)}") from exc
+                raise DiskFull(disk or target, f"while trying to {what}") from exc
             if verdict == "read_only":
                 raise TrackingStoreError(
                     f"tracking store {target} cannot be written ({what}: {one_line(exc, 160)});"
@@ -166,11 +169,13 @@ class RetryingClient:
     all of medn's tracking calls); ``retries`` and ``backoff_s`` may be changed at any time."""
 
     def __init__(self, tracking_uri: str, *, retries: int = 6, backoff_s: float = 0.5,
-                 target: str | None = None) -> None:
-        """A client of ``tracking_uri``; ``target`` names it in messages (default: the URI)."""
+                 target: str | None = None, disk: str | None = None) -> None:
+        """A client of ``tracking_uri``; ``target`` names it in messages (default: the URI),
+        ``disk`` is where its data lies (for "disk full at ...")."""
         self.retries = retries
         self.backoff_s = backoff_s
         self.target = target or tracking_uri
+        self.disk = disk
         self._client = MlflowClient(tracking_uri=tracking_uri)
 
     def __getattr__(self, name: str) -> Any:
@@ -180,6 +185,7 @@ class RetryingClient:
 
         def retried(*args: Any, **kwargs: Any) -> Any:
             return retry_call(attr, *args, retries=self.retries, backoff_s=self.backoff_s,
-                              what=name.replace("_", " "), target=self.target, **kwargs)
+                              what=name.replace("_", " "), target=self.target,
+                              disk=self.disk, **kwargs)
 
         return retried

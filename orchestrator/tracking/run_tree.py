@@ -31,11 +31,13 @@ both drivers apply the same rule, so they agree.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,12 +59,13 @@ from medn.data.prepared import PreparedDataset
 from medn.train import FoldResult
 from orchestrator.git_info import git_commit
 from orchestrator.tracking import locks, pooling
-from orchestrator.tracking.errors import ExperimentBusy, TrackingStoreError
+from orchestrator.tracking.errors import DiskFull, ExperimentBusy, TrackingStoreError
 from orchestrator.tracking.retry import RetryingClient
 from orchestrator.tracking.spool import Spool, SpoolEntry
 from orchestrator.tracking.store import (
     default_artifact_location,
     default_spool_dir,
+    move_credentials,
     redact_uri,
     sqlite_path,
     store_creation_lock,
@@ -167,30 +170,37 @@ class RunTreeWriter:
         holds it. ``TrackingStoreError`` when the store cannot be used (unsupported URI,
         read-only store, deleted experiment).
         """
-        self.tracking_uri = tracking_uri
-        self.display_uri = redact_uri(tracking_uri)
+        self.tracking_uri = move_credentials(tracking_uri)
+        self.display_uri = redact_uri(self.tracking_uri)
         self.experiment_name = experiment
         self.spool_dir = Path(spool_dir if spool_dir is not None
-                              else default_spool_dir(tracking_uri))
-        try:
-            self._mlflow = RetryingClient(tracking_uri, retries=retries, backoff_s=backoff_s,
-                                          target=self.display_uri)
-        except MlflowException as err:
-            raise TrackingStoreError(f"--tracking-uri {self.display_uri}: "
-                                     f"{str(err.message).strip().splitlines()[0]}") from None
-        creation_lock = store_creation_lock(tracking_uri)
+                              else default_spool_dir(self.tracking_uri))
+        creation_lock = store_creation_lock(self.tracking_uri)
         if creation_lock is None:
+            self._mlflow = self._connect(retries, backoff_s)
             self.experiment_id = self._get_or_create_experiment(experiment)
         else:
             # Two processes opening a new sqlite store at once would both run its schema
-            # migrations; the second one crashes. One at a time; later ones find it ready.
-            with locks.exclusive(creation_lock):
+            # migrations (MLflow does it when a client is made); the second one crashes. One
+            # at a time; later ones find it ready.
+            with self._lock_file_errors(creation_lock), locks.exclusive(creation_lock):
+                self._mlflow = self._connect(retries, backoff_s)
                 self.experiment_id = self._get_or_create_experiment(experiment)
         self.spool = Spool(self.spool_dir, self.experiment_id)
         self._claim: Path | None = None
         if claim:
             self.claim()
         self._parent_tags: dict[str, dict[str, str]] = {}
+
+    def _connect(self, retries: int, backoff_s: float) -> RetryingClient:
+        db = sqlite_path(self.tracking_uri)
+        try:
+            return RetryingClient(self.tracking_uri, retries=retries, backoff_s=backoff_s,
+                                  target=self.display_uri,
+                                  disk=str(db.resolve()) if db is not None else None)
+        except MlflowException as err:
+            raise TrackingStoreError(f"--tracking-uri {self.display_uri}: "
+                                     f"{str(err.message).strip().splitlines()[0]}") from None
 
     # -- retry policy ---------------------------------------------------------------------------
     @property
@@ -246,13 +256,25 @@ class RunTreeWriter:
         holder when another process runs it."""
         if self._claim is not None:
             return
-        holder = locks.try_claim(self.lock_path)
+        with self._lock_file_errors(self.lock_path):
+            holder = locks.try_claim(self.lock_path)
         if holder is not None:
             raise ExperimentBusy(
                 f"experiment {self.experiment_name!r} is already being run by another medn "
                 f"process ({holder.describe()}); wait for it to finish (then re-run: finished "
                 f"folds are kept) or stop it. Lock file: {self.lock_path}")
         self._claim = self.lock_path
+
+    @contextlib.contextmanager
+    def _lock_file_errors(self, path: Path) -> Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(path.parent, err.strerror or "") from err
+            raise TrackingStoreError(
+                f"tracking store {self.display_uri}: cannot write the lock file {path} "
+                f"({err.strerror or err}); the store's folder must be writable") from None
 
     def close(self) -> None:
         """Release this writer's claim of the experiment."""

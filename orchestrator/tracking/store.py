@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from medn.io import slug
 from orchestrator.tracking.errors import TrackingStoreError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 SPOOL_ENV = "MEDN_SPOOL_DIR"
@@ -39,6 +44,14 @@ def configure_mlflow_environment() -> None:
     them; called once when a command starts, never at import."""
     for key, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+_USERINFO = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _USERINFO.sub(r"\1:***@", text)
 
 
 def redact_uri(uri: str) -> str:
@@ -69,7 +82,7 @@ def resolve_tracking_uri(flag: str | None) -> str:
     sqlite database created. ``TrackingStoreError`` for a URI MLflow cannot use."""
     uri = (flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI).strip()
     _check_scheme(uri)
-    uri = _move_credentials(uri)
+    uri = move_credentials(uri)
     db = sqlite_path(uri)
     if db is not None:
         try:
@@ -80,7 +93,10 @@ def resolve_tracking_uri(flag: str | None) -> str:
     return uri
 
 
-def _move_credentials(uri: str) -> str:
+def move_credentials(uri: str) -> str:
+    """``uri`` without ``user:password@``, which go to MLflow's ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` (unless already set): MLflow authenticates with them, and
+    nothing medn prints, logs or names after the URI can hold them."""
     parts = urlsplit(uri)
     if parts.scheme.lower() not in ("http", "https") or "@" not in parts.netloc:
         return uri
@@ -141,3 +157,20 @@ def store_creation_lock(tracking_uri: str) -> Path | None:
     """The lock file that serialises the first opening of a sqlite store (None otherwise)."""
     db = sqlite_path(tracking_uri)
     return None if db is None else db.parent / f".{db.name}.init.lock"
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """A plain ``MlflowClient`` of ``tracking_uri`` for readers (``medn report``, ``medn ui``).
+    A new sqlite store is created under the same lock as the writers use, so a reader and a
+    study that open it at the same moment do not both run its schema migrations."""
+    from mlflow import MlflowClient
+
+    from orchestrator.tracking.locks import exclusive
+
+    lock = store_creation_lock(tracking_uri)
+    if lock is None:
+        return MlflowClient(tracking_uri=tracking_uri)
+    with exclusive(lock):
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)  # the schema is made (or checked) now
+    return client
