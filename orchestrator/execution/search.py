@@ -74,6 +74,7 @@ ATTR_RESUMES = "medn.resumes"  # the number of the killed trial an enqueued one 
 ATTR_PRUNED = "pruned"
 ATTR_FOLDS = "folds_scored"
 DIVERGED_KEY = "diverged"
+ATTR_DIVERGED = "folds_diverged"
 # The score of a fold whose training diverged (non-finite loss): the lowest UF1/UAR/accuracy.
 # Such a configuration cannot be trained, so it must lose every pairing with one that can;
 # the failure is deterministic, so it is not retried.
@@ -387,12 +388,27 @@ class SearchDriver:
             run.told = True  # a fold failed for good: no value; the parent says incomplete
             self.study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
         elif run.reporter.complete and (final or not run.in_flight):
+            if run.diverged:  # no pooled numbers can exist: given up on like a pruned trial
+                self._give_up_diverged(run)
             self._tell(run, pruned=False)
+
+    def _give_up_diverged(self, run: _TrialRun) -> None:
+        """A trial that reported every fold but diverged on some: its parent can never be
+        pooled and a re-run would diverge again, so it is tagged and ended like a pruned one
+        (``medn.pruned=true``, KILLED) and the trial says how many folds diverged."""
+        run.state.pruned = True
+        run.state.note = f"diverged on {len(run.diverged)} of {len(run.state.subjects)} folds"
+        writer = self.ctx.writer(run.state.experiment)
+        writer.mark_pruned(run.state.parent_id)
+        writer.terminate(run.state.parent_id, "KILLED")
+        run.trial.set_user_attr(ATTR_DIVERGED, len(run.diverged))
 
     def _tell(self, run: _TrialRun, pruned: bool) -> None:
         run.told = True
         metric = self.ctx.spec.metric
         run.trial.set_user_attr(ATTR_FOLDS, len(run.reporter.reported))
+        if run.diverged:
+            run.trial.set_user_attr(ATTR_DIVERGED, len(run.diverged))
         if pruned:
             run.trial.set_user_attr(ATTR_PRUNED, True)
         if run.state.pooled is not None and metric in run.state.pooled:
