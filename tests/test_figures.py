@@ -119,10 +119,13 @@ def test_lambda_curves_one_colour_per_task_and_the_tasks_named() -> None:
     au, orth = fig.axes
     assert au.get_xlabel() == "λ_au" and orth.get_xlabel() == "λ_orth"
     lines = {line.get_label(): line for line in au.get_lines()}
-    assert list(lines["3-class UF1"].get_ydata()) == pytest.approx([0.5, 0.6, 0.7])
+    assert list(lines["3-class UF1 (3/3 points)"].get_ydata()) == pytest.approx([0.5, 0.6, 0.7])
     assert list(lines["4-class UAR"].get_ydata()) == [0.35] * 3
-    assert lines["3-class UF1"].get_color() != lines["4-class UF1"].get_color()
-    assert {line.get_label() for line in orth.get_lines()} == {"3-class UF1", "3-class UAR"}
+    assert (lines["3-class UF1 (3/3 points)"].get_color()
+            != lines["4-class UF1 (3/3 points)"].get_color())
+    orth_lines = {line.get_label(): line for line in orth.get_lines()}
+    assert set(orth_lines) == {"3-class UF1 (3/3 points)", "3-class UAR"}
+    assert len(orth_lines["3-class UAR"].get_xdata()) == 0           # no complete UAR point
     every = {t: curves[3] for t in (3, 4, 7)}
     assert "also plots" not in figures.lambda_curves_figure(every)._suptitle.get_text()
 
