@@ -136,10 +136,11 @@ def _prepare(cfg: MednConfig, allow_missing: bool) -> PreparedDataset:
         raise StudyInputError(f"preparing {what}: {err}") from None
     except (ConfigError, OSError, ValueError, KeyError) as err:
         raise StudyInputError(f"preparing {what}: {type(err).__name__}: {err}") from None
-    if len(data.subject_ids) < 2:
+    subjects = sorted(set(data.subjects))
+    if len(subjects) < 2:
         raise StudyInputError(
             f"{what}: leave-one-subject-out needs at least 2 subjects; the data has "
-            f"{len(data.subject_ids)} ({', '.join(data.subject_ids)}) with {len(data)} clips "
+            f"{len(subjects)} ({', '.join(subjects)}) with {len(data)} clips "
             f"{'in ' + str(cfg.data.annotations) if cfg.data.annotations else ''}".rstrip())
     return data
 
@@ -165,46 +166,61 @@ def variant_tags(ctx: StudyContext, variant: Variant, data: PreparedDataset,
     if ctx.executor == "local":
         tags[TAG_SOURCE] = "medn train"
     missing = missing_clips(data)
-    if missing:
+    if missing:  # the fold runs inherit it from the parent
         tags[TAG_MISSING] = str(len(missing))
     return {**tags, **(extra or {})}
 
 
 def open_variant(ctx: StudyContext, task: int, variant: Variant, cfg: MednConfig,
                  extra_tags: dict[str, str] | None = None) -> VariantState:
-    """The variant's state: its parent run (resumed or new) and the folds already FINISHED."""
+    """The variant's state: its data prepared, its existing parent run (unless ``--fresh``)
+    and the folds already FINISHED there. Nothing is created or reopened in MLflow here:
+    ``open_parents`` does that once every check of the run has passed, so that a refused run
+    leaves no empty or RUNNING parent behind."""
+    from orchestrator.tracking import describe_variant
+
     experiment = ctx.experiment(task)
     writer = ctx.writer(experiment)
     key, data = ctx.dataset(cfg)
     tags = variant_tags(ctx, variant, data, extra_tags)
     state = VariantState(task=task, name=variant.name, label=variant.label, config=cfg,
                          experiment=experiment, data_key=key, subjects=list(data.subject_ids))
+    state.parent_tags = tags
+    state.description = describe_variant(variant.name, variant.label, variant.overrides)
     if ctx.options.folds:
         unknown = [s for s in ctx.options.folds if s not in state.subjects]
         if unknown:
             raise StudyInputError(f"--fold {', '.join(unknown)}: no such subject in "
                                   f"{data.name}; subjects: {', '.join(state.subjects)}")
         state.only = set(ctx.options.folds)
-    state.tags = {k: v for k, v in tags.items() if k == TAG_MISSING}
     existing = None if ctx.options.fresh else writer.find_parent(variant.name, cfg, data, tags)
     if existing is not None:
+        state.parent_id = existing
+        state.finished = set(writer.finished_folds(existing))
         parent = writer.parent_state(existing)
-        if parent.pooled is not None:
-            state.parent_id = existing
-            state.finished = set(writer.finished_folds(existing))
-            if state.all_finished:  # done in an earlier run: nothing to reopen or re-pool
-                state.finalized = True
-                state.pooled = parent.pooled
-                state.pruned = parent.tags.get(TAG_PRUNED) == "true"
-                return state
-    state.parent_id = writer.parent_run(variant.name, cfg, data, tags, fresh=ctx.options.fresh)
+        if parent.pooled is not None and state.all_finished:
+            # done in an earlier run: nothing to reopen or re-pool
+            state.finalized = True
+            state.pooled = parent.pooled
+            state.pruned = parent.tags.get(TAG_PRUNED) == "true"
     return state
+
+
+def open_parents(ctx: StudyContext, states: list[VariantState]) -> None:
+    """Create (or resume and set RUNNING) the parent run of every state that will train."""
+    for state in states:
+        if state.opened or state.finalized or state.pruned:
+            continue
+        state.parent_id = ctx.writer(state.experiment).parent_run(
+            state.name, state.config, ctx.datasets[state.data_key], state.parent_tags,
+            fresh=ctx.options.fresh, description=state.description or None)
+        state.opened = True
 
 
 def refresh_finished(ctx: StudyContext, states: list[VariantState]) -> None:
     """Ask MLflow which folds of each open variant have a FINISHED run."""
     for state in states:
-        if not state.finalized:
+        if not state.finalized and state.parent_id:
             state.finished = set(ctx.writer(state.experiment).finished_folds(state.parent_id))
 
 
@@ -212,10 +228,9 @@ def end_interrupted(ctx: StudyContext, states: list[VariantState]) -> None:
     """After Ctrl-C or SIGTERM: end every parent run this run opened and did not finish as
     KILLED (so none is left RUNNING); their finished folds stay and a re-run resumes them."""
     for state in states:
-        if state.parent_id and not state.finalized:
-            writer = ctx.writer(state.experiment)
+        if state.opened and not state.finalized:
             try:
-                writer.terminate(state.parent_id, "KILLED")
+                ctx.writer(state.experiment).terminate(state.parent_id, "KILLED")
             except Exception as err:  # noqa: BLE001 - the interruption is what gets reported
                 ctx.console.print(f"[red]could not end parent run {state.parent_id}:[/] {err}",
                                   highlight=False)

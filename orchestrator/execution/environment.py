@@ -1,4 +1,5 @@
-"""Process-wide environment defaults for Ray and MLflow, set once when a run starts.
+"""Process-wide environment defaults for Ray (and, through the tracking package, MLflow), set
+once when a command starts.
 
 They are applied by the CLI at start-up and by ``run_study`` (for Python callers), never at
 import, so importing medn's modules changes nothing in the process. Each is a default: a value
@@ -18,13 +19,16 @@ ENV_DEFAULTS: dict[str, str] = {
     # medn routes SIGINT and SIGTERM itself (orchestrator.execution.interrupts) and stops Tune
     # through its stopper; Tune's own SIGINT handler would swallow the first Ctrl-C silently.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
-    # MLflow's artifact download bars would break the live table (fold results are read back
-    # to pool them).
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
-def apply_env_defaults() -> None:
-    """Set every ``ENV_DEFAULTS`` variable the user has not set."""
+def apply_env_defaults(mlflow: bool = False) -> None:
+    """Set every ``ENV_DEFAULTS`` variable the user has not set; with ``mlflow`` also the
+    tracking package's MLflow defaults (importing it loads MLflow: only where a command will
+    use it anyway)."""
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if mlflow:
+        from orchestrator.tracking import configure_mlflow_environment
+
+        configure_mlflow_environment()

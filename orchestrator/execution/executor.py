@@ -20,6 +20,7 @@ from orchestrator.execution.context import (
     StudyContext,
     StudyError,
     StudyInputError,
+    open_parents,
     refresh_finished,
 )
 from orchestrator.execution.faults import maybe_inject_fault
@@ -111,6 +112,7 @@ def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
     except RuntimeError as err:
         raise StudyInputError(str(err)) from None
     torch.set_num_threads(ctx.options.threads or default_threads(first.profile))
+    open_parents(ctx, list(recorder.states.values()))
     for unit in units:
         if stop.is_set():
             break
@@ -178,6 +180,7 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
         if cpus > session.cluster_cpus:
             raise StudyInputError(f"--cpus-per-trial {cpus:g}: the Ray cluster has only "
                                   f"{session.cluster_cpus:g} CPUs")
+        open_parents(ctx, list(recorder.states.values()))  # every check has passed
         needed = {u.data_key for u in units}
         refs = {key: ray.put(ctx.datasets[key]) for key in needed}
         table = {u.uid: u for u in units}

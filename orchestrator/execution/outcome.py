@@ -65,7 +65,8 @@ def finish_study(ctx: StudyContext, states: list[VariantState], started: float,
 
     problems = list(report.problems)
     for state in states:
-        if not state.finalized and not state.pruned and not report.problems:
+        if (not state.finalized and not state.pruned and state.parent_id
+                and not report.problems):
             # some fold never finished: the writer tags the parent incomplete, no pooled numbers
             try:
                 state.pooled = ctx.writer(state.experiment).finalize_parent(
@@ -137,9 +138,10 @@ def experiment_link(ctx: StudyContext, experiment: str) -> str | None:
     """The address of ``experiment``'s runs in the MLflow UI (machine-learning view), for a
     store ``medn ui`` serves on its default port or for a tracking server."""
     writer = ctx.writers.get(experiment)
-    experiment_id = getattr(writer, "experiment_id", None)
-    if experiment_id is None:
+    if writer is None:
         return None
+    link = writer.ui_link()
     uri = ctx.tracking_uri
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):  # the tracking server serves the UI itself
+        return uri.rstrip("/") + link[link.index("/#/"):]
+    return link

@@ -20,7 +20,8 @@ raise ``Interrupted``; a re-run resumes.
 
 from __future__ import annotations
 
-import os
+import errno
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,16 +59,19 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
     ``StudyInputError`` for bad input (data, flags, store), ``StudyError`` when the run cannot
     go on, ``interrupts.Interrupted`` on Ctrl-C / SIGTERM.
     """
-    from orchestrator.tracking import SpoolError, TrackingUnavailable
+    from orchestrator.tracking import TrackingError, TrackingStoreError
 
-    apply_env_defaults()
+    apply_env_defaults(mlflow=True)
     interrupts.reset()
     if options.trials is not None and spec.search is None:
         raise StudyInputError(f"--trials {options.trials}: study {spec.name!r} has fixed "
                               "variants, not a search")
-    ctx = make_context(spec, options, console, show_progress, executor)
-    check_store(ctx.tracking_uri)
     states: list[VariantState] = []
+    try:
+        ctx = make_context(spec, options, console, show_progress, executor)
+        check_store(ctx.tracking_uri)
+    except TrackingStoreError as err:
+        raise StudyInputError(str(err)) from None
     try:
         if spec.search is not None:
             return run_search(ctx, states)
@@ -75,9 +79,9 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
     except KeyboardInterrupt:
         end_interrupted(ctx, states)
         raise
-    except (StudySpecError, StudyOptionsError) as err:
+    except (StudySpecError, StudyOptionsError, TrackingStoreError) as err:
         raise StudyInputError(str(err)) from None
-    except (TrackingUnavailable, ResultsNotLogged, SpoolError) as err:
+    except (TrackingError, ResultsNotLogged) as err:  # unreachable, disk full, a bad spool file
         raise StudyError(str(err)) from None
 
 
@@ -96,18 +100,26 @@ def _kind(ctx: StudyContext) -> str:
 
 
 def check_store(tracking_uri: str) -> None:
-    """Fail fast, with the folder named, where a local store cannot be written (a read-only
-    ``mlruns/``): MLflow would otherwise retry its writes for minutes."""
+    """Fail fast, with the path named, where a local store cannot be written (a read-only
+    ``mlruns/``): MLflow would otherwise retry its writes for minutes. Probes by writing, so
+    it holds for any user and any mount."""
     path = _local_store_path(tracking_uri)
     if path is None:
         return
     folder = path if path.is_dir() else path.parent
-    probe = [p for p in (path, folder) if p.exists()]
-    for item in probe:
-        if not os.access(item, os.W_OK | (os.X_OK if item.is_dir() else 0)):
-            raise StudyInputError(f"--tracking-uri {tracking_uri}: {item} is not writable "
-                                  "(read-only folder or file?); fix its permissions or pass "
-                                  "another --tracking-uri")
+    try:
+        if path.is_file():
+            with open(path, "r+b"):
+                pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".medn-write-probe-"):
+            pass
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StudyError(f"disk full at {folder}: the tracking store cannot be written; "
+                             "free some space and re-run the same command") from None
+        raise StudyInputError(f"--tracking-uri {tracking_uri}: {err.filename or folder} cannot "
+                              f"be written ({err.strerror or err}); fix its permissions or "
+                              "pass another --tracking-uri") from None
 
 
 def _local_store_path(uri: str) -> Path | None:

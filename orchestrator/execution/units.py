@@ -75,6 +75,9 @@ class VariantState:
     fold_order: list[str] | None = None  # the order folds are submitted (default: LOSO order)
     only: set[str] | None = None  # train only these folds (medn train --fold)
     tags: dict[str, str] = field(default_factory=dict)  # added to every fold run
+    parent_tags: dict[str, str] = field(default_factory=dict)  # the parent run's, when opened
+    description: str = ""  # the parent run's description (markdown)
+    opened: bool = False  # the parent run was created or resumed (set RUNNING) by this run
 
     @property
     def key(self) -> tuple[int, str]:

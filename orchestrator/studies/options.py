@@ -160,13 +160,6 @@ class StudyOptions(BaseModel):
                                      f"{owner} {item.split('=', 1)[1]})")
         return list(sets)
 
-    @field_validator("tracking_uri")
-    @classmethod
-    def _uri(cls, uri: str | None) -> str | None:
-        if uri is not None:
-            _check_tracking_uri(uri)
-        return uri
-
     @model_validator(mode="after")
     def _real_data_needs_files(self) -> StudyOptions:
         if self.dataset != "synth":
@@ -176,6 +169,17 @@ class StudyOptions(BaseModel):
             if missing:
                 raise ValueError(f"--dataset {self.dataset} needs {' and '.join(missing)} (the "
                                  "annotation sheet and the folder of the frames)")
+        if self.annotations is not None and not self.annotations.is_file():
+            raise ValueError(f"--annotations {self.annotations}: "
+                             + ("is a folder; expected the sheet file in it"
+                                if self.annotations.is_dir() else "no such file"))
+        if self.data_root is not None:
+            if not self.data_root.is_dir():
+                raise ValueError(f"--data-root {self.data_root}: no such folder")
+            if not any(self.data_root.iterdir()):
+                raise ValueError(f"--data-root {self.data_root}: the folder is empty (expected "
+                                 f"the {self.dataset} frames in their release layout; see "
+                                 "docs/data.md)")
         return self
 
     def data_tree(self, task: int) -> dict[str, Any]:
@@ -198,21 +202,6 @@ class StudyOptions(BaseModel):
                     "use --gpus-per-trial 0")
             return float(self.gpus_per_trial)
         return 1.0 if cluster_gpus > 0 else 0.0
-
-
-# Schemes MLflow's tracking stores accept (file paths have none).
-TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file",
-                    "databricks", "databricks-uc", "uc")
-
-
-def _check_tracking_uri(uri: str) -> None:
-    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
-    if scheme and scheme not in TRACKING_SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; expected e.g. sqlite:///mlruns/mlflow.db "
-                         "or http://host:5000")
-    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
-        raise ValueError("a sqlite store is sqlite:///relative/path.db or "
-                         "sqlite:////absolute/path.db")
 
 
 def flags() -> dict[str, Flag]:
