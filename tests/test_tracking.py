@@ -282,3 +282,36 @@ def test_resolve_tracking_uri(tmp_path, monkeypatch):
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5999"
     assert resolve_tracking_uri("sqlite:///other/db.sqlite") == "sqlite:///other/db.sqlite"
     assert (tmp_path / "other").is_dir()
+
+
+def test_runs_describe_themselves_in_the_mlflow_ui(store, cfg, data, tmp_path):
+    from medn.config import deviations
+    from orchestrator.report import write_summary
+    from orchestrator.studies import find_study
+    from orchestrator.tracking import describe_variant
+
+    writer = _writer(store, "ablation-components/synth-3class")
+    spec = find_study("ablation-components", cwd=Path(__file__).resolve().parents[1])
+    variant = next(v for v in spec.variants_for(3) if v.name == "no5-full")
+    other = next(v for v in spec.variants_for(3) if v.overrides)
+    note = describe_variant(other.name, other.label, other.overrides)
+    assert other.name in note and all(f"`{k}`" in note for k in other.overrides)
+    parent = writer.parent_run(variant.name, cfg, data, {
+        "medn.study": spec.name, "medn.missing_clips": "2", "medn.seed": "7"},
+        description=describe_variant(variant.name, variant.label, variant.overrides))
+    for subject in data.subject_ids:
+        writer.log_fold(parent, fake_result(data, subject), {})
+    writer.finalize_parent(parent, data)
+
+    client = MlflowClient(store[0])
+    run = client.get_run(parent)
+    assert run.data.tags["mlflow.note.content"].startswith(f"**{variant.name}**")
+    assert run.data.tags["medn.deviations"] == (", ".join(deviations(cfg)) or "none")
+    for child in _children(client, writer, parent):  # a partial dataset: every run says so
+        assert child.data.tags["medn.missing_clips"] == "2"
+        assert child.data.tags["medn.seed"] == "7"
+    summary = client.get_run(write_summary(writer, store[0], spec, "synth", 3))
+    table = summary.data.tags["mlflow.note.content"]
+    assert table.startswith("|") or "\n|" in table
+    for v in spec.variants_for(3):
+        assert v.label in table

@@ -8,69 +8,76 @@
 - ``run_tree``: ``RunTreeWriter``, the parent and fold runs of one experiment;
 - ``pooling``: the pooled metrics, tables and figures of a finished parent;
 - ``errors``: the exceptions, whose messages are the user's error lines.
+
+The names below are loaded on first use, so that ``orchestrator.tracking.store`` (no MLflow
+import) stays cheap for a command that starts up.
 """
 
-from orchestrator.tracking.errors import (
-    DiskFull,
-    ExperimentBusy,
-    SpoolError,
-    TrackingError,
-    TrackingStoreError,
-    TrackingUnavailable,
-)
-from orchestrator.tracking.retry import RetryingClient, classify, is_transient, retry_call
-from orchestrator.tracking.run_tree import (
-    FOLD_RESULT_ARTIFACT,
-    ParentState,
-    RunTreeWriter,
-    config_digest,
-    describe_variant,
-)
-from orchestrator.tracking.spool import SPOOL_KINDS, Spool, SpoolEntry
-from orchestrator.tracking.store import (
-    DEFAULT_TRACKING_URI,
-    SPOOL_ENV,
-    configure_mlflow_environment,
-    default_artifact_location,
-    default_spool_dir,
-    open_client,
-    redact_uri,
-    resolve_tracking_uri,
-    sqlite_path,
-    store_slug,
-    ui_link,
-)
-from orchestrator.tracking.tags import (
-    ROLE_FOLD,
-    ROLE_PARENT,
-    TAG_ATTEMPT,
-    TAG_CONFIG_DIGEST,
-    TAG_DATASET,
-    TAG_DATASET_DIGEST,
-    TAG_DEVIATIONS,
-    TAG_DEVICE,
-    TAG_ERROR,
-    TAG_FOLD,
-    TAG_INCOMPLETE,
-    TAG_MISSING_CLIPS,
-    TAG_PROFILE,
-    TAG_PRUNED,
-    TAG_ROLE,
-    TAG_SEED,
-    TAG_STUDY,
-    TAG_TASK,
-    TAG_VARIANT,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_TRACKING_URI", "FOLD_RESULT_ARTIFACT", "ROLE_FOLD", "ROLE_PARENT", "SPOOL_ENV",
-    "SPOOL_KINDS", "TAG_ATTEMPT", "TAG_CONFIG_DIGEST", "TAG_DATASET", "TAG_DATASET_DIGEST",
-    "TAG_DEVIATIONS", "TAG_DEVICE", "TAG_ERROR", "TAG_FOLD", "TAG_INCOMPLETE",
-    "TAG_MISSING_CLIPS", "TAG_PROFILE", "TAG_PRUNED", "TAG_ROLE", "TAG_SEED", "TAG_STUDY",
-    "TAG_TASK", "TAG_VARIANT", "DiskFull", "ExperimentBusy", "ParentState", "RetryingClient",
-    "RunTreeWriter", "Spool", "SpoolEntry", "SpoolError", "TrackingError", "TrackingStoreError",
-    "TrackingUnavailable", "classify", "config_digest", "configure_mlflow_environment",
-    "default_artifact_location", "default_spool_dir", "describe_variant", "is_transient",
-    "open_client",
-    "redact_uri", "resolve_tracking_uri", "retry_call", "sqlite_path", "store_slug", "ui_link",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEFAULT_TRACKING_URI": "orchestrator.tracking.store",
+    "DiskFull": "orchestrator.tracking.errors",
+    "ExperimentBusy": "orchestrator.tracking.errors",
+    "FOLD_RESULT_ARTIFACT": "orchestrator.tracking.run_tree",
+    "ParentState": "orchestrator.tracking.run_tree",
+    "ROLE_FOLD": "orchestrator.tracking.tags",
+    "ROLE_PARENT": "orchestrator.tracking.tags",
+    "RetryingClient": "orchestrator.tracking.retry",
+    "RunTreeWriter": "orchestrator.tracking.run_tree",
+    "SPOOL_ENV": "orchestrator.tracking.store",
+    "SPOOL_KINDS": "orchestrator.tracking.spool",
+    "Spool": "orchestrator.tracking.spool",
+    "SpoolEntry": "orchestrator.tracking.spool",
+    "SpoolError": "orchestrator.tracking.errors",
+    "TAG_ATTEMPT": "orchestrator.tracking.tags",
+    "TAG_CONFIG_DIGEST": "orchestrator.tracking.tags",
+    "TAG_DATASET": "orchestrator.tracking.tags",
+    "TAG_DATASET_DIGEST": "orchestrator.tracking.tags",
+    "TAG_DEVIATIONS": "orchestrator.tracking.tags",
+    "TAG_DEVICE": "orchestrator.tracking.tags",
+    "TAG_ERROR": "orchestrator.tracking.tags",
+    "TAG_FOLD": "orchestrator.tracking.tags",
+    "TAG_INCOMPLETE": "orchestrator.tracking.tags",
+    "TAG_MISSING_CLIPS": "orchestrator.tracking.tags",
+    "TAG_PROFILE": "orchestrator.tracking.tags",
+    "TAG_PRUNED": "orchestrator.tracking.tags",
+    "TAG_ROLE": "orchestrator.tracking.tags",
+    "TAG_SEED": "orchestrator.tracking.tags",
+    "TAG_STUDY": "orchestrator.tracking.tags",
+    "TAG_TASK": "orchestrator.tracking.tags",
+    "TAG_VARIANT": "orchestrator.tracking.tags",
+    "TrackingError": "orchestrator.tracking.errors",
+    "TrackingStoreError": "orchestrator.tracking.errors",
+    "TrackingUnavailable": "orchestrator.tracking.errors",
+    "classify": "orchestrator.tracking.retry",
+    "config_digest": "orchestrator.tracking.run_tree",
+    "configure_mlflow_environment": "orchestrator.tracking.store",
+    "default_artifact_location": "orchestrator.tracking.store",
+    "default_spool_dir": "orchestrator.tracking.store",
+    "describe_variant": "orchestrator.tracking.run_tree",
+    "is_transient": "orchestrator.tracking.retry",
+    "open_client": "orchestrator.tracking.store",
+    "redact_uri": "orchestrator.tracking.store",
+    "resolve_tracking_uri": "orchestrator.tracking.store",
+    "retry_call": "orchestrator.tracking.retry",
+    "sqlite_path": "orchestrator.tracking.store",
+    "store_slug": "orchestrator.tracking.store",
+    "ui_link": "orchestrator.tracking.store",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
