@@ -94,8 +94,9 @@ def write_contact_sheets(outcomes: Sequence[ClipOutcome], out_dir: Path, name: s
                     bottom.set_frame_on(False)
             label = (labels or {}).get(outcome.record.key)
             axes[2 * row, 0].set_title(_title(outcome, label), fontsize=8, loc="left")
-        fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.02, wspace=0.05,
-                            hspace=0.35)
+        height = 2.9 * len(group)
+        fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.3 / height,
+                            bottom=0.15 / height, wspace=0.05, hspace=0.35)
         path = out_dir / f"{name}_{start // CLIPS_PER_SHEET + 1:02d}.png"
         fig.savefig(path, dpi=80)
         plt.close(fig)
