@@ -60,7 +60,9 @@ def _client_for(writer_or_client: Any, tracking_uri: str) -> tuple[MlflowClient,
     from mlflow import MlflowClient
 
     if writer_or_client is None:
-        client = MlflowClient(tracking_uri=tracking_uri)
+        from orchestrator.tracking import open_client
+
+        client = open_client(tracking_uri)  # a new sqlite store: created under its lock
     elif isinstance(writer_or_client, MlflowClient):
         client = writer_or_client
     else:  # a RunTreeWriter: its store client retries every call itself
@@ -522,7 +524,8 @@ def write_summary(writer_or_client: Any, tracking_uri: str, spec: StudySpec, dat
     ``summary/table.md`` and ``summary/plot.png``. Re-running a study updates the same run (its
     artifacts are overwritten, its end time moves) instead of adding another one.
     ``writer_or_client`` is the study's ``RunTreeWriter`` (its retrying client is used), an
-    ``MlflowClient``, or None (a client on ``tracking_uri``).
+    ``MlflowClient``, or None (a client on ``tracking_uri``). The run's description
+    (``mlflow.note.content``) is the table in markdown.
     """
     import tempfile
     from pathlib import Path
@@ -546,6 +549,11 @@ def write_summary(writer_or_client: Any, tracking_uri: str, spec: StudySpec, dat
         best = complete.loc[complete[spec.metric].idxmax()]
         status_tags.update({"medn.best_variant": str(best["variant"]),
                             f"medn.best_{spec.metric}": f"{best[spec.metric]:.4f}"})
+    # the run's description in the MLflow UI: the study's table, as `medn report` prints it
+    note = to_markdown(df)
+    if len(note) > 7900:  # MLflow keeps tags up to 8000 characters; table.md holds it all
+        note = note[:7800].rsplit("\n", 1)[0] + "\n\n(cut here: see summary/table.md)"
+    status_tags["mlflow.note.content"] = note
     for key, value in status_tags.items():
         call(client.set_tag, run_id, key, value, what="tag summary run")
     with tempfile.TemporaryDirectory(prefix="medn-summary-") as tmp:
