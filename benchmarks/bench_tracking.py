@@ -21,7 +21,7 @@ import torch
 from medn.config import load_config
 from medn.data.dataset import prepare_dataset
 from medn.train import train_fold
-from orchestrator.tracking import RunTreeWriter
+from orchestrator.tracking import RunTreeWriter, configure_mlflow_environment
 
 
 def main() -> None:
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default=".medn_cache")
     args = parser.parse_args()
+    configure_mlflow_environment()  # as a medn command does at start-up
     torch.set_num_threads(args.threads)
     cfg = load_config(profile=args.profile, overrides=[f"data.cache_dir={args.cache_dir}",
                                                        "device=cpu"])
