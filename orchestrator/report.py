@@ -46,9 +46,9 @@ TAG_SEED = "medn.seed"
 TAG_SEEDS = "medn.seeds"
 TAG_INCOMPLETE = "medn.incomplete"
 COMPARISON_COLUMNS = ("uf1_diff", "ci_low", "ci_high", "p_value")
-COMPARISON_HEADERS = ("Δ UF1", "95 % CI", "p")
+COMPARISON_HEADERS = ("Δ UF1 [95 % CI]", "p")
 # cells that may break at their space in a narrow terminal ("0.41 ± 0.02", "[-0.1, +0.2]")
-WRAPPABLE = {"UF1", "UAR", "accuracy", "95 % CI", "p"}
+WRAPPABLE = {"UF1", "UAR", "status", *COMPARISON_HEADERS}
 
 
 class ReportError(ValueError):
@@ -338,20 +338,20 @@ def _score(row: pd.Series, metric: str, several_seeds: bool) -> str:
     return _fmt(mean)
 
 
-def _comparison(row: pd.Series, reference: str | None) -> tuple[str, str, str]:
-    """The Δ UF1, 95 % interval and p-value cells of a row (``ref`` for the reference)."""
+def _comparison(row: pd.Series, reference: str | None) -> tuple[str, str]:
+    """The "Δ UF1 [95 % CI]" and p-value cells of a row (``ref`` for the reference)."""
     if reference is not None and row["variant"] == reference and _finite(row.get("uf1_diff")):
-        return "ref", "", ""
+        return "ref", ""
     diff = row.get("uf1_diff", math.nan)
     if not _finite(diff):
-        return "-", "", ""
-    interval = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+        return "-", ""
+    interval = f"{diff:+.4f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
     p_value = row["p_value"]
     p_text = "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
     significant = row.get("significant")
     if significant is pd.NA or not bool(significant):
         p_text += " n.s."
-    return f"{diff:+.4f}", interval, p_text
+    return interval, p_text
 
 
 def _display_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -363,8 +363,9 @@ def _display_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for _, r in df.iterrows():
         total = "?" if r["folds_total"] is pd.NA else str(r["folds_total"])
+        # accuracy: the mean only (its std is in the CSV), to keep the table narrow
         rows.append([str(r["label"]), str(r["variant"]), _score(r, "uf1", several),
-                     _score(r, "uar", several), _score(r, "accuracy", several),
+                     _score(r, "uar", several), _score(r, "accuracy", False),
                      *([str(r["seeds"])] if several else []),
                      f"{r['folds_done']}/{total}", str(r["status"]),
                      *(_comparison(r, reference) if reference else ()),

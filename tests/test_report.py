@@ -130,7 +130,7 @@ def test_markdown_and_csv_output(store: dict) -> None:
     row1 = next(line for line in lines if line.startswith("| No.1 "))
     # No.5 (the reference) is complete, but these runs hold no predictions.csv: the table
     # says so instead of comparing, and shows "-" in the comparison columns
-    assert "| 0.4100 |" in row1 and "| 3/3 | complete | - |  |  | 0.6876 | 0.6324 |" in row1
+    assert "| 0.4100 |" in row1 and "| 3/3 | complete | - |  | 0.6876 | 0.6324 |" in row1
     assert any("no paired comparison where a complete run lacks predictions.csv" in line
                for line in lines)
     assert any(line.startswith("> different dataset: synth") for line in lines)
@@ -377,7 +377,9 @@ def test_seeds_give_mean_std_and_paired_comparisons(seeded_store: dict) -> None:
     md = render(df, "markdown")
     line = next(x for x in md.splitlines() if x.startswith("| No.2 "))
     mean, std = better["uf1_mean"], better["uf1_std"]
-    assert f"| {mean:.4f} ± {std:.4f} |" in line and f"| {better['uf1_diff']:+.4f} |" in line
+    assert f"| {mean:.4f} ± {std:.4f} |" in line
+    assert (f"| {better['uf1_diff']:+.4f} [{better['ci_low']:+.3f}, {better['ci_high']:+.3f}] |"
+            in line)
     assert "n.s." not in line
     assert "n.s." in next(x for x in md.splitlines() if x.startswith("| No.3 "))
     assert "| ref |" in next(x for x in md.splitlines() if x.startswith("| No.5 "))
