@@ -194,3 +194,14 @@ def test_medn_report_prints_the_assembled_table(store: dict) -> None:
     assert "Table IV" in result.output
     assert "| 4 | Lite-Point-GCN (2025) [56] | CAS(ME)^3 | 0.4764 | 0.5366 |" in result.output
     assert "MEDN (ours, profile smoke) | synth |" in result.output
+
+
+def test_dataset_flag_asks_for_one_experiment(store: dict) -> None:
+    from orchestrator.cli.app import app
+
+    result = CliRunner().invoke(app, ["report", "main-results", "--dataset", "casme2",
+                                      "--format", "csv", "--tracking-uri", store["uri"]])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(__import__("io").StringIO(result.output))
+    assert list(rows["variant"]) == ["medn"] and rows["status"][0] == "complete"
+    assert rows["uf1"][0] == pytest.approx(store["pooled"]["casme2"]["uf1"], abs=1e-5)

@@ -9,6 +9,7 @@ from rich.console import Console
 
 
 def report_command(
+    ctx: typer.Context,
     study: Annotated[str, typer.Argument(help="the study's name, e.g. ablation-components")],
     dataset: Annotated[str, typer.Option(help="the dataset the study ran on")] = "synth",
     task: Annotated[int, typer.Option(help="the label protocol (3, 4, 5 or 7 classes)")] = 3,
@@ -38,7 +39,11 @@ def report_command(
     from orchestrator.main_results import main_results_spec, main_results_table
     from orchestrator.main_results import render as render_main_results
 
-    main_spec = main_results_spec(study)  # Tables III/IV: every dataset and task of the study
+    # Tables III/IV: every dataset and task of the study at once, unless --dataset or --task
+    # asks for one experiment's table
+    given = [getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+             for name in ("dataset", "task")]
+    main_spec = None if set(given) - {"DEFAULT"} else main_results_spec(study)
     try:
         if main_spec is not None:
             df, render = main_results_table(uri, main_spec), render_main_results
