@@ -315,3 +315,15 @@ def test_sparsity_rates_report_checks_the_cost_claim(store: dict) -> None:
             f"(s1-2-4-8-strided): SEVit FLOPs ×{ratio:.2f}") in text
     assert "training time ×1.50" in text and "nearly doubles" in text
     assert "flops_per_clip" in render(df, "csv").splitlines()[0]
+
+
+def test_a_cost_that_cannot_be_counted_is_a_tag_not_a_failed_run() -> None:
+    from orchestrator.cost import COST_ERROR_TAG, parent_cost
+
+    data = random_dataset(tiny_config())
+    metrics, tags = parent_cost(tiny_config(), data)
+    assert {m.key for m in metrics} == {PARAMS, FLOPS, PARAMS_EMOTION, FLOPS_EMOTION}
+    assert tags == []
+    metrics, tags = parent_cost(object(), data)          # not a configuration: cannot build
+    assert metrics == [] and [t.key for t in tags] == [COST_ERROR_TAG]
+    assert tags[0].value.startswith("AttributeError")
