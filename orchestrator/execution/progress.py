@@ -42,7 +42,7 @@ def study_table(title: str, states: Iterable[VariantState], elapsed: float | Non
               "running": "cyan"}
     for s in states:
         done = len(s.finished | s.received)
-        row = [s.name, s.label, f"{done}/{len(s.subjects)}", str(len(s.running)),
+        row = [s.unit_name, s.label, f"{done}/{len(s.subjects)}", str(len(s.running)),
                str(s.failed_attempts), _metric(s.pooled, "uf1"), _metric(s.pooled, "uar"),
                Text(s.status + (f" ({s.note})" if s.note else ""),
                     style=styles.get(s.status, ""))]

@@ -63,6 +63,9 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
 
     apply_env_defaults(mlflow=True)
     interrupts.reset()
+    if options.seeds is not None and options.seeds > 1 and spec.search is not None:
+        raise StudyInputError(f"--seeds {options.seeds}: a search trains one seed per "
+                              "trial; run the best configuration as a study with --seeds")
     if options.trials is not None and spec.search is None:
         raise StudyInputError(f"--trials {options.trials}: study {spec.name!r} has fixed "
                               "variants, not a search")
@@ -86,11 +89,21 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
 
 
 def _run_variants(ctx: StudyContext, states: list[VariantState]) -> StudyOutcome:
+    from orchestrator.report import TAG_SEEDS
+    from orchestrator.tracking import TAG_SEED
+
     started = time.monotonic()
     configs = [(task, variant, cfg) for task in ctx.options.tasks
                for variant, cfg in study_configs(ctx.spec, ctx.options, task)]
+    seeds = ctx.options.seeds or ctx.spec.seeds
     for task, variant, cfg in configs:
-        states.append(open_variant(ctx, task, variant, cfg))
+        # each seed is one parent run (its own config digest: the seed is part of it)
+        for seed in range(cfg.seed, cfg.seed + seeds):
+            seeded = cfg if seed == cfg.seed else cfg.model_copy(update={"seed": seed})
+            state = open_variant(ctx, task, variant, seeded,
+                                 {TAG_SEED: str(seed), TAG_SEEDS: str(seeds)})
+            state.seed = seed if seeds > 1 else None
+            states.append(state)
     report = execute_states(ctx, states, title=f"{_kind(ctx)} {ctx.spec.name}")
     return finish_study(ctx, states, started, report)
 

@@ -78,11 +78,18 @@ class VariantState:
     parent_tags: dict[str, str] = field(default_factory=dict)  # the parent run's, when opened
     description: str = ""  # the parent run's description (markdown)
     opened: bool = False  # the parent run was created or resumed (set RUNNING) by this run
+    seed: int | None = None  # one of several training seeds (``--seeds``): its own parent run
+
+    @property
+    def unit_name(self) -> str:
+        """The variant's name in unit ids and the live table: ``no5-full``, or
+        ``no5-full@seed1`` when the study trains several seeds (each one a parent run)."""
+        return self.name if self.seed is None else f"{self.name}@seed{self.seed}"
 
     @property
     def key(self) -> tuple[int, str]:
-        """``(task, variant name)``."""
-        return (self.task, self.name)
+        """``(task, unit name)``."""
+        return (self.task, self.unit_name)
 
     @property
     def pending(self) -> list[str]:
@@ -99,7 +106,7 @@ class VariantState:
     def units(self) -> list[Unit]:
         """The pending folds as units."""
         cfg = self.config.model_dump(mode="json")
-        return [Unit(self.task, self.name, s, self.subjects.index(s), self.data_key, cfg)
+        return [Unit(self.task, self.unit_name, s, self.subjects.index(s), self.data_key, cfg)
                 for s in self.pending]
 
     @property

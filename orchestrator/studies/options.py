@@ -113,6 +113,10 @@ class StudyOptions(BaseModel):
     trials: Annotated[int | None, Flag(
         "--trials", "trial budget of the search", int | None, commands=(STUDY,),
         show_default="the spec's", hidden_unless_search=True), Field(ge=1)] = None
+    seeds: Annotated[int | None, Flag(
+        "--seeds", "training seeds per variant (the configuration's seed, +1, ...): each seed is "
+        "its own parent run; reports show mean ± std over seeds", int | None, commands=(STUDY,),
+        show_default="the spec's seeds, else 1"), Field(ge=1)] = None
     # medn train
     variant: Annotated[str | None, Flag(
         "--variant", "the name of this configuration (the parent run's name)", str | None,
