@@ -161,6 +161,10 @@ def _table3(tracking_uri: str, client: Any, spec: StudySpec,
     if others:
         notes.append(f"{', '.join(others)}: not a dataset of Table III (its columns have no "
                      "published numbers); compare trends, not values")
+    elsewhere = sorted(exp.name for (_, task), exp in experiments.items() if task != 3)
+    if elsewhere:
+        notes.append(f"not in Table III (3 classes only): {', '.join(elsewhere)}; see "
+                     f"`medn report {spec.name} --dataset D --task N`")
     missing = [d for d in paper_sets if d not in found]
     if missing:
         notes.append(f"no runs on {', '.join(_dataset_label(d) for d in missing)} yet, so "

@@ -131,7 +131,11 @@ def test_table3_average_once_both_datasets_are_complete(store: dict, tmp_path: P
     parent = writer.parent_run("medn", tiny_config(), data, {"medn.study": "main-results"})
     writer.log_fold(parent, fake_result(data, data.subject_ids[2], seed=2), {})
     samm = writer.finalize_parent(parent, data)
+    _trained_parent(store["uri"], store["root"], "main-results/casme2-4class",
+                    random_dataset(tiny_config(), classes=4, seed=2))
     df = main_results_table(store["uri"], find_study("main-results"))
+    assert ("not in Table III (3 classes only): main-results/casme2-4class"
+            in " ".join(df.attrs["notes"]))                  # never dropped silently
     ours = df[df["kind"] == KIND_OURS].iloc[0]
     casme2 = store["pooled"]["casme2"]
     assert ours["samm_uf1"] == pytest.approx(samm["uf1"])
