@@ -297,3 +297,62 @@ def test_experiments_open_in_the_classic_view_and_the_link_says_so(tmp_path):
         assert tags["mlflow.experimentKind"] == "custom_model_development"
     assert writer.ui_link(5123) == ui_link(old, port=5123) == (
         f"http://127.0.0.1:5123/#/experiments/{old}/runs?workflowType=machine_learning")
+
+
+def _report_then_wait(config: dict) -> None:
+    """A trial that delivers its fold's result, then would train on for a minute."""
+    import time
+
+    from ray import tune
+
+    tune.report({"fold": config["fold"]})
+    time.sleep(60)
+
+
+def test_a_spool_that_cannot_be_written_ends_tune_at_once(tmp_path):
+    # Real Ray Tune and the real recorder; the spool cannot be written for a real reason (a
+    # file stands where the experiment's spool folder must be): Tune stops, no other trial starts.
+    import ray
+    from ray import tune
+
+    from orchestrator.execution.callbacks import StudyCallback
+    from orchestrator.execution.recorder import StudyRecorder
+    from orchestrator.execution.units import VariantState
+    from orchestrator.tracking import SpoolError
+
+    cfg = tiny_config()
+    data = random_dataset(cfg, subjects=3, clips_per_subject=4)
+    writer = RunTreeWriter(f"sqlite:///{tmp_path}/mlflow.db", "x/synth-3class",
+                           spool_dir=tmp_path / "spool")
+    parent = writer.parent_run("v", cfg, data, {})
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / writer.experiment_id).write_text("a file, not a folder")
+    state = VariantState(task=3, name="v", label="v", config=cfg, experiment="x/synth-3class",
+                         data_key="k", subjects=list(data.subject_ids), parent_id=parent)
+    recorder = StudyRecorder([state], {"x/synth-3class": writer}, {"k": data},
+                             tags=lambda s: {})
+    folds = {s: fake_result(data, s).to_dict() for s in data.subject_ids}
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack tests/ on path
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        tuner = tune.Tuner(
+            _report_then_wait,
+            param_space={"unit": tune.grid_search([f"3|v|{s}" for s in data.subject_ids]),
+                         "fold": tune.sample_from(lambda spec: folds[
+                             spec.config.unit.rsplit("|", 1)[1]])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=1),
+            run_config=tune.RunConfig(verbose=0, callbacks=[StudyCallback(recorder)],
+                                      storage_path=str(tmp_path / "tune")))
+        with pytest.raises(Exception) as info:  # noqa: PT011 - a TuneError: checked below
+            tuner.fit()
+    finally:
+        ray.shutdown()
+    # Tune re-raises it as a TuneError with its text; the executor raises recorder.fatal
+    fatal = recorder.fatal
+    assert isinstance(fatal, SpoolError) and "SpoolError" in str(info.value)
+    assert "cannot write the spool record" in str(fatal) and "Not a directory" in str(fatal)
+    assert state.running == {data.subject_ids[0]}  # the others never started
+    assert state.received == set() and recorder.problems == []

@@ -60,7 +60,10 @@ class StudyCallback(tune.Callback):
         """
         try:
             fn(*args, **kwargs)
-        except FATAL_ERRORS:
+        except FATAL_ERRORS as err:
+            # Tune re-raises a callback's error as a TuneError holding only its text: the
+            # executor reads the error itself from the recorder
+            self.recorder.fatal = err
             raise
         except Exception as err:  # noqa: BLE001 - kept and reported by the runner
             log.error("study recorder failed: %s", traceback.format_exc())

@@ -55,6 +55,7 @@ class StudyRecorder:
         self._retry_at = 0.0
         self.last_error: str = ""
         self.problems: list[str] = []
+        self.fatal: Exception | None = None  # what stopped the study (a full disk, ...)
         self.fold_seconds: list[float] = []
 
     # -- events from the Tune callback -------------------------------------------------------
