@@ -86,6 +86,9 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
         raise StudyInputError(str(err)) from None
     except (TrackingError, ResultsNotLogged) as err:  # unreachable, disk full, a bad spool file
         raise StudyError(str(err)) from None
+    finally:
+        for writer in ctx.writers.values():  # the experiments are free for the next driver
+            writer.close()
 
 
 def _run_variants(ctx: StudyContext, states: list[VariantState]) -> StudyOutcome:
