@@ -396,13 +396,38 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def to_rich(df: pd.DataFrame) -> Table:
-    """The table as a rich ``Table`` (notes in its caption)."""
+# Left out of the rich table in a narrow terminal (under NARROW columns): they are in the
+# markdown and CSV forms, and the caption says which were left out.
+NARROW = 110
+OPTIONAL_COLUMNS = ("variant", "accuracy", "seeds", PAPER_UF1, PAPER_UAR)
+
+
+class FittedTable:
+    """A rich renderable: the report table built for the width it is printed at."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.df = df
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        yield to_rich(self.df, width=options.max_width)
+
+
+def to_rich(df: pd.DataFrame, width: int | None = None) -> Table:
+    """The table as a rich ``Table`` (notes in its caption); narrower than ``NARROW``
+    columns, the optional columns are left out."""
     from rich.markup import escape
     from rich.table import Table
 
     columns, rows = _display_rows(df)
-    notes = df.attrs.get("notes", [])
+    notes = list(df.attrs.get("notes", []))
+    if width is not None and width < NARROW:
+        dropped = [c for c in OPTIONAL_COLUMNS if c in columns and not (
+            c == "variant" and "label" not in columns)]
+        keep = [i for i, c in enumerate(columns) if c not in dropped]
+        columns, rows = [columns[i] for i in keep], [[r[i] for i in keep] for r in rows]
+        if dropped:
+            notes.append(f"narrow terminal: {', '.join(c.split(' (')[0] for c in dropped)} "
+                         "left out (see --format markdown or csv)")
     table = Table(title=_title(df), caption="\n".join(notes) or None, caption_justify="left",
                   show_edge=False, collapse_padding=True)
     for index, column in enumerate(columns):
@@ -422,7 +447,10 @@ def to_rich(df: pd.DataFrame) -> Table:
     at = columns.index("status")
     for row in rows:
         status = row[at]
-        cells = [escape(cell) for cell in row]
+        # mean and ± std, difference and interval: one above the other, so that the
+        # columns stay narrow in an 80-column terminal
+        cells = [escape(cell.replace(" ± ", "\n± ").replace(" [", "\n["))
+                 for cell in row]
         cells[at] = f"[{styles[status]}]{status}[/]" if status in styles else cells[at]
         table.add_row(*cells)
     return table
@@ -431,7 +459,7 @@ def to_rich(df: pd.DataFrame) -> Table:
 def render(df: pd.DataFrame, fmt: str = "table") -> Any:
     """``df`` (from ``study_table``) as a rich Table (``table``), markdown text or CSV text."""
     if fmt == "table":
-        return to_rich(df)
+        return FittedTable(df)
     if fmt == "markdown":
         return to_markdown(df)
     if fmt == "csv":

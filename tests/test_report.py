@@ -410,3 +410,19 @@ def test_seeded_summary_holds_the_comparison_and_error_bars(seeded_store: dict,
     heights = sorted(round(float(seg[1][1] - seg[0][1]), 6) for seg in segments)
     stds = sorted(round(2 * float(v), 6) for v in df["uf1_std"].fillna(0.0))
     assert heights == pytest.approx(stds)
+
+
+def test_rich_table_fits_the_terminal(store: dict) -> None:
+    from rich.console import Console
+
+    df = study_table(store["uri"], "ablation-components", "synth", 3)
+
+    def printed(width: int) -> str:
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(render(df, "table"))
+        return console.export_text()
+
+    narrow, wide = printed(80), printed(200)
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert "no1-plain-vit" not in narrow and "narrow terminal: variant" in narrow
+    assert "no1-plain-vit" in wide and "paper" in wide and "narrow terminal" not in wide
