@@ -58,7 +58,10 @@ def test_stable_is_the_paper_plus_exactly_the_stabilisers():
 
 def test_quick_keeps_the_stabilisers_and_quick_paper_only_drops_the_switches():
     quick, quick_paper = load_config(profile="quick"), load_config(profile="quick-paper")
-    assert deviations(quick) == [*STABILISER_DEVIATIONS, "model.motion.led_input=flow"]
+    assert deviations(quick) == [
+        *STABILISER_DEVIATIONS, "model.motion.led_input=flow", "model.motion.led_zero_frame=false",
+        "model.motion.led_dropout3d=0.0", "model.motion.led_head_dropout=0.1",
+        "model.motion.led_filter_lr=null"]
     assert deviations(quick_paper) == []
     a = flatten_tree(quick.model_dump(mode="json"))
     b = flatten_tree(quick_paper.model_dump(mode="json"))

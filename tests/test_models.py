@@ -445,6 +445,21 @@ def test_led_on_flows_sees_every_flow_including_the_first():
             assert not torch.allclose(backbone(changed, apex), base), t
 
 
+def test_led_on_flows_without_the_zero_frame_takes_the_first_flow_as_reference():
+    cfg = smoke_cfg("model.motion.led_input=flow", "model.motion.led_zero_frame=false")
+    torch.manual_seed(0)
+    backbone = create_backbone("led", cfg).eval()
+    flows, _, _, _ = inputs(cfg)
+    seq = backbone.sequence(flows)
+    assert torch.equal(seq, flows)
+    # the filter passes its first input through and the network drops that copy: flow 0 then
+    # enters only through W[0, j] of the later frames, as the original's onset frame does
+    filtered = backbone.led(seq)
+    assert torch.equal(filtered[:, 0], seq[:, 0])
+    with pytest.raises(ConfigError, match="needs at least 5 frames"):
+        validate_model_config(smoke_cfg("model.motion.led_zero_frame=false", "data.frames=4"))
+
+
 def test_led_on_frames_reads_one_grayscale_channel_and_medn_needs_the_frames():
     cfg = smoke_cfg("model.motion.led_input=frames")
     assert cfg.model.motion.uses_frames

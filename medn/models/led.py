@@ -89,13 +89,15 @@ class LEDBackbone(nn.Module):
 
     def __init__(self, *, dim: int, width: int = 32, grid: int = 4, hidden: int = 256,
                  dropout3d: float = 0.5, head_dropout: float = 0.5, drop_first: bool = True,
-                 led_input: str = "flow", denominator: str = "signed") -> None:
+                 led_input: str = "flow", denominator: str = "signed",
+                 zero_frame: bool = True) -> None:
         super().__init__()
         if led_input not in INPUTS:
             raise ValueError(f"model.motion.led_input: unknown {led_input!r}; allowed: "
                              f"{', '.join(INPUTS)}")
         self.led_input = led_input
         self.uses_frames = led_input == "frames"
+        self.zero_frame = zero_frame
         self.led = LEDFilter(denominator=denominator)
         self.drop_first = drop_first
         in_channels = 1 if self.uses_frames else 2
@@ -127,15 +129,15 @@ class LEDBackbone(nn.Module):
         return cls(dim=cfg.model.dim, width=m.width, grid=m.led_grid, hidden=m.led_hidden,
                    dropout3d=m.led_dropout3d, head_dropout=m.led_head_dropout,
                    drop_first=m.led_drop_first, led_input=m.led_input,
-                   denominator=m.led_denominator)
+                   denominator=m.led_denominator, zero_frame=m.led_zero_frame)
 
     def filter_parameters(self) -> list[nn.Parameter]:
         """(log alpha, log r1, log r2): the filter's own optimiser group."""
         return list(self.led.parameters())
 
     def sequence(self, x: Tensor) -> Tensor:
-        """The (B, T, C, H, W) sequence LED filters: the frames as one channel, or the flows
-        behind a zero-motion frame."""
+        """The sequence LED filters, (B, T, C, H, W): the frames as one channel, or the flows
+        behind a zero-motion frame (``zero_frame``; without it (B, T-1, 2, H, W))."""
         if self.uses_frames:
             if x.dim() != 4:
                 raise ValueError(f"led_input=frames: expected frames (B, T, H, W), "
@@ -145,6 +147,8 @@ class LEDBackbone(nn.Module):
             raise ValueError(f"led_input=flow: expected flows (B, T-1, 2, H, W), "
                              f"got {tuple(x.shape)}")
         x = x.float()
+        if not self.zero_frame:
+            return x
         return torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)
 
     def forward(self, x: Tensor, apex: Tensor | None = None) -> Tensor:
