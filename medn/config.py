@@ -492,6 +492,11 @@ PROFILES.update({
 })
 
 
+# The profiles whose models are small enough that one CPU thread is fastest (a quick fold costs
+# ~7x more CPU time on two threads than on one): for executors choosing torch's thread count.
+SMALL_PROFILES: tuple[str, ...] = ("smoke", "quick", "quick-paper")
+
+
 def section_models(annotation: Any) -> list[type[BaseModel]]:
     """The configuration classes a field's annotation holds: ``[DataConfig]`` for a section,
     every backbone class for the ``model.motion`` union, ``[]`` for a value."""
