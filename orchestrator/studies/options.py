@@ -110,6 +110,11 @@ class StudyOptions(BaseModel):
     max_failures: Annotated[int, Flag(
         "--max-failures", "retries of a failed fold before it counts as failed", int | None,
         commands=(STUDY,), show_default="2"), Field(ge=0)] = 2
+    pack: Annotated[str, Flag(
+        "--pack", "folds of one variant a trial trains together as ONE stacked model: a "
+        "number, or auto (enough folds per trial to keep every trial slot busy, in parts that "
+        "fit the device); 1 = one fold per trial, unpacked", str | None, commands=(STUDY,),
+        show_default="auto")] = "auto"
     trials: Annotated[int | None, Flag(
         "--trials", "trial budget of the search", int | None, commands=(STUDY,),
         show_default="the spec's", hidden_unless_search=True), Field(ge=1)] = None
@@ -147,6 +152,14 @@ class StudyOptions(BaseModel):
         if len(set(tasks)) != len(tasks):
             raise ValueError("a task is given twice")
         return list(tasks)
+
+    @field_validator("pack")
+    @classmethod
+    def _pack(cls, pack: str) -> str:
+        text = str(pack).strip().lower()
+        if text != "auto" and not (text.isdigit() and int(text) >= 1):
+            raise ValueError("expected a positive number of folds or 'auto'")
+        return text
 
     @field_validator("sets")
     @classmethod
