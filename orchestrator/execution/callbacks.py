@@ -14,6 +14,7 @@ from typing import Any
 
 from ray import tune
 
+from orchestrator.execution.packs import pack_of
 from orchestrator.execution.recorder import StudyRecorder
 from orchestrator.tracking import DiskFull, SpoolError, TrackingStoreError
 
@@ -21,9 +22,9 @@ from orchestrator.tracking import DiskFull, SpoolError, TrackingStoreError
 FATAL_ERRORS = (DiskFull, SpoolError, TrackingStoreError)
 
 
-def _unit_of(trial: Any) -> tuple[int, str, str]:
-    task, variant, subject = str(trial.config["unit"]).split("|", 2)
-    return int(task), variant, subject
+def _unit_of(trial: Any) -> tuple[int, str, list[str]]:
+    """``(task, variant, subjects)`` of a trial: one fold, or a pack of folds."""
+    return pack_of(str(trial.config["unit"]))
 
 
 def trial_error_text(trial: Any) -> str:
@@ -70,28 +71,43 @@ class StudyCallback(tune.Callback):
             self.recorder.problems.append(f"{type(err).__name__}: {err}")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """A trial (one fold) was scheduled on a worker."""
-        self._safely(self.recorder.started, *_unit_of(trial))
+        """A trial (one fold, or a pack of folds) was scheduled on a worker."""
+        task, variant, subjects = _unit_of(trial)
+        for subject in subjects:
+            self._safely(self.recorder.started, task, variant, subject)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        """A fold reported its one result: persist and log it."""
+        """A fold reported its result (a pack reports one per fold): persist and log it."""
         if "fold" in result:
-            self._safely(self.recorder.received, *_unit_of(trial), result["fold"])
+            task, variant, _ = _unit_of(trial)
+            self._safely(self.recorder.received, task, variant, str(result["fold"]["subject"]),
+                         result["fold"])
+
+    def _failed(self, trial: Any, final: bool) -> None:
+        """Record a failed attempt for each fold of the trial that has no result yet (a pack's
+        folds reported before the failure are kept)."""
+        task, variant, subjects = _unit_of(trial)
+        state = self.recorder.state_of(task, variant)
+        text = trial_error_text(trial)
+        for subject in subjects:
+            if subject not in state.received and subject not in state.finished:
+                self._safely(self.recorder.failed, task, variant, subject, text,
+                             trial.num_failures, final=final)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """An attempt failed and Tune will retry the fold."""
-        self._safely(self.recorder.failed, *_unit_of(trial), trial_error_text(trial),
-                     trial.num_failures, final=False)
+        """An attempt failed and Tune will retry the fold (a pack: its unfinished folds)."""
+        self._failed(trial, final=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """The last allowed attempt failed: the fold will not finish in this run."""
-        self._safely(self.recorder.failed, *_unit_of(trial), trial_error_text(trial),
-                     trial.num_failures, final=True)
+        """The last allowed attempt failed: the fold(s) will not finish in this run."""
+        self._failed(trial, final=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A trial ended; when it was stopped before reporting (pruned), it runs no more."""
-        self._safely(self.recorder.stopped, *_unit_of(trial))
+        task, variant, subjects = _unit_of(trial)
+        for subject in subjects:
+            self._safely(self.recorder.stopped, task, variant, subject)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """Between scheduling steps: retry MLflow writes that are waiting (with backoff)."""
