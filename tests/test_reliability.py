@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -275,3 +276,128 @@ def test_deleted_experiment_is_a_clean_error(tmp_path: Path, smoke_cache: Path) 
     result = medn("train", "--profile", "smoke", "--tracking-uri", uri, "--cache-dir",
                   str(smoke_cache), cwd=tmp_path)
     assert_clean_error(result, 2, "train/synth-3class", "deleted", "restore")
+
+
+# -- signals and a dying Ray ---------------------------------------------------------------------
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    env.pop("MEDN_FAULT_INJECT", None)
+    return subprocess.Popen([MEDN, *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def _wait_for_parents(client: MlflowClient, experiment: str, count: int,
+                      proc: subprocess.Popen, timeout_s: float = 300) -> list:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if len(runs) >= count:
+            return runs
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=60) if proc.poll() is not None else ("", "")
+    raise AssertionError(f"no {count} runs in {experiment} before the deadline:\n{out}\n{err}")
+
+
+def _session_processes(sid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "?"
+
+
+def _finish(proc: subprocess.Popen, timeout_s: float = 120) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    deadline = time.monotonic() + 30  # Ray's agents notice their raylet is gone and exit
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = {pid: _comm(pid) for pid in _session_processes(proc.pid)}
+    for pid in left:  # whatever the run left behind, by process id
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left running after the driver ended: {left}"
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_ends_a_train_cleanly(tmp_path: Path, smoke_cache: Path, sig: int) -> None:
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    MlflowClient(uri).search_experiments()  # the schema exists before the driver starts
+    proc = _start(["train", "--profile", "smoke", "--set", "optim.epochs=50", "--tracking-uri",
+                   uri, "--cache-dir", str(smoke_cache)], tmp_path)
+    client = MlflowClient(uri)
+    _wait_for_parents(client, "train/synth-3class", 1, proc)
+    proc.send_signal(sig)
+    code, _, err = _finish(proc)
+    name = signal.Signals(sig).name
+    assert code == 128 + sig, err[-3000:]
+    assert f"error: interrupted by {name}" in " ".join(err.split()) and "Traceback" not in err
+    exp = client.get_experiment_by_name("train/synth-3class")
+    statuses = [r.info.status for r in client.search_runs([exp.experiment_id])]
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+
+
+ONE_STUDY = ("name: one\nvariants:\n  - {name: a, set: {optim.epochs: 40}}\n"
+             "  - {name: b, set: {optim.epochs: 41}}\n")
+
+
+@pytest.fixture
+def one_study(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "one.yaml").write_text(ONE_STUDY)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    MlflowClient(uri).search_experiments()
+    return tmp_path, uri
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_ray_study_like_sigint(one_study, smoke_cache: Path) -> None:
+    cwd, uri = one_study
+    proc = _start(["study", "one", "--profile", "smoke", "--tracking-uri", uri, "--cache-dir",
+                   str(smoke_cache)], cwd)
+    client = MlflowClient(uri)
+    _wait_for_parents(client, "one/synth-3class", 2, proc)  # Ray is up, folds are training
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = _finish(proc)
+    assert code == 128 + signal.SIGTERM, err[-3000:]  # SIGINT gives 130 the same way
+    assert "error: interrupted by SIGTERM" in " ".join(err.split()), err[-3000:]
+    exp = client.get_experiment_by_name("one/synth-3class")
+    parents = client.search_runs([exp.experiment_id], "tags.`medn.role` = 'parent'")
+    assert sorted(p.info.status for p in parents) == ["KILLED", "KILLED"]
+
+
+@pytest.mark.slow
+def test_killed_raylet_gives_a_medn_error(one_study, smoke_cache: Path) -> None:
+    cwd, uri = one_study
+    proc = _start(["study", "one", "--profile", "smoke", "--tracking-uri", uri, "--cache-dir",
+                   str(smoke_cache), "--max-failures", "0"], cwd)
+    client = MlflowClient(uri)
+    _wait_for_parents(client, "one/synth-3class", 2, proc)
+    raylets = [pid for pid in _session_processes(proc.pid)
+               if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"]
+    assert len(raylets) == 1
+    os.kill(raylets[0], signal.SIGKILL)
+    code, _, err = _finish(proc)
+    text = " ".join(err.split())
+    assert code == 1, text[-3000:]
+    assert f"error: Ray's raylet (pid {raylets[0]}) died" in text and "re-run" in text
+    exp = client.get_experiment_by_name("one/synth-3class")
+    parents = client.search_runs([exp.experiment_id], "tags.`medn.role` = 'parent'")
+    assert "RUNNING" not in [p.info.status for p in parents]

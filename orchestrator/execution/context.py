@@ -18,6 +18,7 @@ from rich.markup import escape
 from medn.config import ConfigError, MednConfig
 from medn.data.prepared import PreparedDataset
 from medn.io import slug
+from orchestrator.execution import interrupts
 from orchestrator.execution.units import VariantState, data_key
 from orchestrator.studies.options import StudyOptions
 from orchestrator.studies.spec import StudySpec, Variant, experiment_name
@@ -179,6 +180,7 @@ def open_variant(ctx: StudyContext, task: int, variant: Variant, cfg: MednConfig
     leaves no empty or RUNNING parent behind."""
     from orchestrator.tracking import describe_variant
 
+    interrupts.raise_if_received()
     experiment = ctx.experiment(task)
     writer = ctx.writer(experiment)
     key, data = ctx.dataset(cfg)
@@ -211,10 +213,11 @@ def open_parents(ctx: StudyContext, states: list[VariantState]) -> None:
     for state in states:
         if state.opened or state.finalized or state.pruned:
             continue
-        state.parent_id = ctx.writer(state.experiment).parent_run(
-            state.name, state.config, ctx.datasets[state.data_key], state.parent_tags,
-            fresh=ctx.options.fresh, description=state.description or None)
-        state.opened = True
+        with interrupts.deferred():  # a parent that exists is always one this run can end
+            state.parent_id = ctx.writer(state.experiment).parent_run(
+                state.name, state.config, ctx.datasets[state.data_key], state.parent_tags,
+                fresh=ctx.options.fresh, description=state.description or None)
+            state.opened = True
 
 
 def refresh_finished(ctx: StudyContext, states: list[VariantState]) -> None:

@@ -6,7 +6,8 @@ RUNNING), results already received logged, and a message saying how to resume.
 
 ``install()`` (called once by the CLI) routes both signals to one handler. While Ray Tune runs,
 ``graceful(stop)`` makes the first signal call ``stop`` (Tune then ends its trials and returns);
-a second signal, or a signal outside ``graceful``, raises ``Interrupted`` at once.
+a second signal, or a signal outside ``graceful``, raises ``Interrupted`` at once; inside
+``deferred()`` it waits for the end of the section.
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ class Interrupted(KeyboardInterrupt):
 
 _on_signal: list[Callable[[], None]] = []
 _received: list[str] = []
+_deferring: list[bool] = []
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     del frame
     name = signal.Signals(signum).name
     _received.append(name)
+    if _deferring:  # inside a write that must not be cut: raised when it ends
+        return
     if _on_signal and len(_received) == 1:
         _on_signal[-1]()
         return
@@ -85,3 +89,16 @@ def raise_if_received() -> None:
     name = received()
     if name is not None:
         raise Interrupted(name)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A section a signal must not cut (creating a run and recording that it exists, logging
+    a fold): a signal that arrives inside raises ``Interrupted`` when the section ends."""
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+    if not _deferring and not _on_signal:
+        raise_if_received()

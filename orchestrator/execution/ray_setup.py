@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +104,19 @@ def ray_session(address: str | None, log_file: Path,
                 else:
                     ray.init(address=address, **common)
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+                ray.shutdown()  # whatever half-started is stopped
                 where = f"the Ray cluster at {address}" if address else "a local Ray"
                 text = " ".join(str(err).split())[:300]
                 raise StudyError(f"could not start or reach {where} ({type(err).__name__}: "
                                  f"{text}); Ray's log: {log_file}") from None
+            except SystemExit as exit_:  # ray.init's own SIGTERM handler: sys.exit(15)
+                ray.shutdown()
+                if exit_.code == signal.SIGTERM and ours:
+                    raise interrupts.Interrupted("SIGTERM") from None
+                raise
+            except KeyboardInterrupt:
+                ray.shutdown()
+                raise
             started = True
             if ours:  # ray.init replaced the SIGTERM handler with a bare sys.exit
                 interrupts.install()
@@ -127,3 +138,68 @@ def ray_session(address: str | None, log_file: Path,
         logging.getLogger("ray").removeHandler(handler)
         init_logger.removeHandler(handler)
         handler.close()
+
+
+def local_raylet() -> Any:
+    """The ``Popen`` of the raylet this process started (None for a cluster's, or when Ray's
+    internals do not expose it)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", {}) or {}
+    infos = processes.get("raylet") or []
+    return getattr(infos[0], "process", None) if infos else None
+
+
+@contextmanager
+def raylet_watchdog(on_lost: Callable[[int, int | None], None],
+                    interval_s: float = 0.5) -> Iterator[None]:
+    """Call ``on_lost(pid, returncode)`` from a watcher thread if the local raylet dies.
+
+    Ray's core worker ends the whole driver process (exit 1, no Python handler runs) some
+    seconds after its raylet is gone, with only Ray's text; the watcher sees the death first,
+    so ``on_lost`` can print medn's error line and end the open parent runs in time.
+    """
+    raylet = local_raylet()
+    if raylet is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval_s):
+            code = raylet.poll()
+            if code is not None:
+                on_lost(raylet.pid, code)
+                return
+
+    thread = threading.Thread(target=watch, name="medn-raylet-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2 * interval_s)
+
+
+def stop_local_ray(timeout_s: float = 5.0) -> None:
+    """Kill every process of the local Ray this process started (best effort, bounded): for
+    when Ray cannot be shut down in order (its raylet is gone)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None:
+        return
+    killer = threading.Thread(target=lambda: node.kill_all_processes(
+        check_alive=False, allow_graceful=False), daemon=True)
+    killer.start()
+    killer.join(timeout_s)
+    # the workers (children of the dead raylet) name this session's folder on their command line
+    session = os.path.basename(str(node.get_session_dir_path()))
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            pid = int(cmdline.parent.name)
+            if pid != os.getpid() and session in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
