@@ -44,6 +44,10 @@ KIND_REFERENCE = "published"
 KIND_PAPER = "paper"
 KIND_OURS = "ours"
 TAG_PROFILE = "medn.profile"
+_MARKS = ("per column (per task in Table IV), among the rows on the table's own datasets, "
+          "ours included")
+MARKS_NOTE_MD = f"**bold**: best, _italic_: second best {_MARKS}"
+MARKS_NOTE_RICH = f"highlighted: best, underlined: second best {_MARKS}"
 DATASET_LABELS: dict[str, str] = {**TABLE3_DATASETS, PAPER_DATASET: PAPER_DATASET_LABEL,
                                   "synth": "synth"}
 
@@ -249,18 +253,52 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def ranks(df: pd.DataFrame) -> dict[tuple[int, str], int]:
+    """The paper's marks: (row position, column) -> 1 for the best value of a score column,
+    2 for the second best (ties share a rank), among the rows on the table's own datasets
+    (Table IV: per task, CAS(ME)^3 rows only); a column with fewer than two values gets none."""
+    if df.attrs.get("paper") == "table3":
+        columns = [c for c in df.columns if c.endswith(("_uf1", "_uar"))]
+        groups = [list(range(len(df)))]
+    else:
+        columns = ["uf1", "uar"]
+        positions = pd.Series(range(len(df)), index=df.index)
+        on_paper = df["dataset"] == PAPER_DATASET
+        groups = [list(positions[on_paper & (df["classes"] == task)])
+                  for task in dict.fromkeys(df["classes"])]
+    marks: dict[tuple[int, str], int] = {}
+    for column in columns:
+        for group in groups:
+            values = {i: float(df[column].iloc[i]) for i in group}
+            values = {i: v for i, v in values.items() if math.isfinite(v)}
+            if len(values) < 2:
+                continue
+            top = sorted(set(values.values()), reverse=True)[:2]
+            for i, v in values.items():
+                if v in top:
+                    marks[(i, column)] = top.index(v) + 1
+    return marks
+
+
+def _keys(df: pd.DataFrame) -> list[str]:
+    """The columns of ``df`` shown, in display order."""
+    if df.attrs.get("paper") == "table3":
+        datasets = [*df.attrs["datasets"], TABLE3_AVERAGE]
+        return ["method", "apex", *(f"{d}_{m}" for d in datasets for m in ("uf1", "uar")),
+                "status"]
+    return ["classes", "method", "dataset", "uf1", "uar", "status"]
+
+
 def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, rows of text and each row's kind."""
+    keys = _keys(df)
     if df.attrs.get("paper") == "table3":
         datasets = [*df.attrs["datasets"], TABLE3_AVERAGE]
         headers = ["method", "apex frame",
                    *(f"{_dataset_label(d) if d != TABLE3_AVERAGE else 'Average'} {m}"
                      for d in datasets for m in ("UF1", "UAR")), "status"]
-        keys = ["method", "apex", *(f"{d}_{m}" for d in datasets for m in ("uf1", "uar")),
-                "status"]
     else:
         headers = ["classes", "method", "dataset", "UF1", "UAR", "status"]
-        keys = ["classes", "method", "dataset", "uf1", "uar", "status"]
     rows = [[_fmt(r[k]) if k != "dataset" else _dataset_label(str(r[k])) for k in keys]
             for _, r in df.iterrows()]
     return headers, rows, list(df["kind"])
@@ -269,6 +307,10 @@ def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
 def to_markdown(df: pd.DataFrame) -> str:
     """The assembled table as GitHub markdown, with its title and notes."""
     headers, rows, _ = _display(df)
+    keys = _keys(df)
+    for (i, column), rank in ranks(df).items():
+        j = keys.index(column)
+        rows[i][j] = f"**{rows[i][j]}**" if rank == 1 else f"_{rows[i][j]}_"
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -277,7 +319,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     out = [f"**{df.attrs.get('title', '')}**", "", line(headers),
            "|" + "|".join("---" if h in text else "---:" for h in headers) + "|"]
     out += [line(r) for r in rows]
-    out += [""] + [f"> {note}" for note in df.attrs.get("notes", [])]
+    out += [""] + [f"> {note}" for note in [*df.attrs.get("notes", []), MARKS_NOTE_MD]]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -294,6 +336,7 @@ def to_rich(df: pd.DataFrame) -> Table:
         notes += [f"{row[0]}: {row[-1]}" for row, kind in zip(rows, kinds, strict=True)
                   if kind == KIND_OURS]
         headers, rows = headers[:-1], [row[:-1] for row in rows]
+    notes.append(MARKS_NOTE_RICH)
     table = Table(title=df.attrs.get("title"), caption="\n".join(notes),
                   caption_justify="left", show_edge=False, collapse_padding=True)
     for index, header in enumerate(headers):
@@ -307,10 +350,16 @@ def to_rich(df: pd.DataFrame) -> Table:
                          min_width=widest if header == "method" else None)
     styles = {KIND_REFERENCE: "dim", KIND_PAPER: "italic", KIND_OURS: "bold"}
     block = [str(c) for c in df["classes"]] if "classes" in df.columns else kinds
+    keys, marks = _keys(df), ranks(df)
     for i, row in enumerate(rows):
         if i and block[i] != block[i - 1]:
             table.add_section()
-        table.add_row(*(escape(c) for c in row), style=styles.get(kinds[i]))
+        cells = []
+        for key, cell in zip(keys, row, strict=False):
+            rank = marks.get((i, key))
+            style = {1: "bold reverse", 2: "underline"}.get(rank or 0)
+            cells.append(f"[{style}]{escape(cell)}[/]" if style else escape(cell))
+        table.add_row(*cells, style=styles.get(kinds[i]))
     return table
 
 

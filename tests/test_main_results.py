@@ -120,7 +120,8 @@ def test_table3_assembles_both_datasets_and_the_average(store: dict) -> None:
     assert "casme2 complete 3/3" in ours["status"] and "samm incomplete 2/3" in ours["status"]
     markdown = render(df, "markdown")
     assert "| CASME II UF1 |" in markdown and "Average UAR" in markdown
-    assert "MEDN (paper) | no | 0.9118 | 0.8912 | 0.8835 | 0.8679 | 0.8977 | 0.8796" in markdown
+    assert ("MEDN (paper) | no | 0.9118 | 0.8912 | **0.8835** | **0.8679** | **0.8977** | "
+            "0.8796 |") in markdown
     assert "not trained here" in markdown
 
 
@@ -196,7 +197,8 @@ def test_medn_report_prints_the_assembled_table(store: dict) -> None:
                                       "--tracking-uri", store["uri"]])
     assert result.exit_code == 0, result.output
     assert "Table IV" in result.output
-    assert "| 4 | Lite-Point-GCN (2025) [56] | CAS(ME)^3 | 0.4764 | 0.5366 |" in result.output
+    assert ("| 4 | Lite-Point-GCN (2025) [56] | CAS(ME)^3 | _0.4764_ | _0.5366_ |"
+            in result.output)
     assert "MEDN (ours, profile smoke) | synth |" in result.output
 
 
@@ -209,3 +211,26 @@ def test_dataset_flag_asks_for_one_experiment(store: dict) -> None:
     rows = pd.read_csv(__import__("io").StringIO(result.output))
     assert list(rows["variant"]) == ["medn"] and rows["status"][0] == "complete"
     assert rows["uf1"][0] == pytest.approx(store["pooled"]["casme2"]["uf1"], abs=1e-5)
+
+
+def test_best_and_second_best_marks_as_in_the_paper(store: dict) -> None:
+    from orchestrator.main_results import ranks
+
+    t3 = main_results_table(store["uri"], find_study("main-results"))
+    marks = ranks(t3)
+    row = {m: i for i, m in enumerate(t3["method"])}
+    # the paper's text: on SAMM MEDN beats the second best (GAMDSS UF1, MERASTC UAR)
+    assert marks[(row["MEDN (paper)"], "samm_uf1")] == 1
+    assert marks[(row["GAMDSS (2026) [28]"], "samm_uf1")] == 2
+    assert marks[(row["MERASTC (2021) [12]"], "samm_uar")] == 2
+    assert marks[(row["MER-CLIP (2025) [29]"], "casme2_uf1")] == 1
+    assert sum(1 for (_, c), r in marks.items() if c == "casme2_uf1" and r == 1) == 1
+    t4 = main_results_table(store["uri"], find_study("main-results-casme3"))
+    marks4 = ranks(t4)
+    three = {m: i for i, m in enumerate(t4["method"]) if t4["classes"].iloc[i] == 3}
+    assert marks4[(three["MEDN (paper)"], "uf1")] == 1
+    assert marks4[(three["Lite-Point-GCN (2025) [56]"], "uar")] == 1
+    assert marks4[(three["MEDN (paper)"], "uar")] == 2
+    synth = [i for i in range(len(t4)) if t4["dataset"].iloc[i] == "synth"]
+    assert synth and not any(i in synth for i, _ in marks4)      # other datasets: no marks
+    assert "| 3 | MEDN (paper) | CAS(ME)^3 | **0.7568** | _0.7294_ |" in render(t4, "markdown")
