@@ -6,7 +6,9 @@
   standardised over its own clips first, see ``pooled_features``), from the features each
   fold's ``FoldResult`` carries (its ``fold_result.json`` artifact);
 - the summary run of a sweeps study (``lambda-grid``, Fig. 6): the lambda curves of every task
-  of that dataset found in MLflow, in one figure (``summary/fig6_lambda_curves.png``).
+  of that dataset found in MLflow, in one figure (``summary/fig6_lambda_curves.png``);
+- the summary run of a main-results study: the assembled Table III / IV
+  (``summary/main_results.md``, ``summary/main_results.csv``).
 
 The drawing itself is ``orchestrator.figures``; this module only gathers the numbers.
 """
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 NORMALIZED_CONFUSION_ARTIFACT = "confusion_matrix_normalized.png"
 TSNE_ARTIFACT = "tsne.png"
 FIG6_ARTIFACT = "fig6_lambda_curves.png"
+MAIN_RESULTS_MD = "main_results.md"
+MAIN_RESULTS_CSV = "main_results.csv"
 TSNE_SEED = 0
 
 
@@ -109,9 +113,17 @@ def lambda_curves(tracking_uri: str, spec: StudySpec, dataset: str
     return out
 
 
-def summary_figures(tracking_uri: str, spec: StudySpec, dataset: str) -> dict[str, Any]:
-    """Extra figures for the summary run of ``spec`` on ``dataset``: Fig. 6 (every task's
-    lambda curves in one figure) for a sweeps study; nothing for the others."""
+def summary_extras(tracking_uri: str, spec: StudySpec, dataset: str) -> dict[str, Any]:
+    """Extra artifacts for the summary run of ``spec`` on ``dataset``, name -> a matplotlib
+    figure (saved as PNG) or text: Fig. 6 (every task's lambda curves in one figure) for a
+    sweeps study; the assembled Table III / IV (markdown and CSV, as ``medn report`` prints
+    it, every dataset and task found so far) for a main-results study; nothing otherwise."""
+    from orchestrator import main_results
+
+    if main_results.is_main_results(spec):
+        table = main_results.main_results_table(tracking_uri, spec)
+        return {MAIN_RESULTS_MD: main_results.render(table, "markdown"),
+                MAIN_RESULTS_CSV: main_results.render(table, "csv")}
     curves = lambda_curves(tracking_uri, spec, dataset)
     if not curves:
         return {}

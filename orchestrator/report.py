@@ -591,10 +591,11 @@ def write_summary(writer_or_client: Any, tracking_uri: str, spec: StudySpec, dat
         (folder / "table.csv").write_text(render(df, "csv"))
         (folder / "table.md").write_text(to_markdown(df))
         (folder / "plot.png").write_bytes(_png(summary_figure(df, spec)))
-        from orchestrator.paper_figures import summary_figures  # Fig. 6: every task at once
+        # Fig. 6 (every task at once), the assembled Table III / IV
+        from orchestrator.paper_figures import summary_extras
 
-        for name, figure in summary_figures(tracking_uri, spec, dataset).items():
-            (folder / name).write_bytes(_png(figure))
+        for name, item in summary_extras(tracking_uri, spec, dataset).items():
+            (folder / name).write_bytes(item.encode() if isinstance(item, str) else _png(item))
         call(client.log_artifacts, run_id, str(folder), "summary", what="log summary")
     call(client.set_terminated, run_id, "FINISHED", what="finish summary run")
     return run_id

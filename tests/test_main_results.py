@@ -234,3 +234,19 @@ def test_best_and_second_best_marks_as_in_the_paper(store: dict) -> None:
     synth = [i for i in range(len(t4)) if t4["dataset"].iloc[i] == "synth"]
     assert synth and not any(i in synth for i, _ in marks4)      # other datasets: no marks
     assert "| 3 | MEDN (paper) | CAS(ME)^3 | **0.7568** | _0.7294_ |" in render(t4, "markdown")
+
+
+def test_summary_run_holds_the_assembled_table(store: dict, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from orchestrator.report import write_summary
+
+    spec = find_study("main-results-casme3")
+    run_id = write_summary(None, store["uri"], spec, "casme3a", 3)
+    client = MlflowClient(store["uri"])
+    names = {a.path for a in client.list_artifacts(run_id, "summary")}
+    assert {"summary/main_results.md", "summary/main_results.csv", "summary/table.md"} <= names
+    text = Path(client.download_artifacts(run_id, "summary/main_results.md",
+                                          str(tmp_path))).read_text()
+    assert text == render(main_results_table(store["uri"], spec), "markdown")
+    assert "Table IV" in text and "| 7 | MEDN (paper) | CAS(ME)^3 |" in text
