@@ -273,7 +273,8 @@ def test_bad_sparsity_rate_is_a_config_error_naming_the_field():
     ("model.emotion.heads=3", "model.emotion.heads: 3 heads do not divide model.dim 32"),
     ("model.fusion.tokens=5", "model.fusion.tokens: 5 tokens do not divide model.dim 32"),
     ("model.fusion.heads=3", "model.fusion.heads: 3 heads do not divide the token width"),
-    ("data.frames=3", "data.frames: the led backbone needs at least 4 frames"),
+    # quick: LED on flows without the zero frame
+    ("data.frames=4", "data.frames: the led backbone needs at least 5 frames"),
 ])
 def test_other_bad_sizes_are_config_errors(override, field):
     with pytest.raises(ConfigError, match="invalid model configuration") as err:
@@ -436,6 +437,9 @@ def test_led_on_flows_sees_every_flow_including_the_first():
     flows, apex, _, _ = inputs(cfg)
     seq = backbone.sequence(flows)
     assert seq.shape[1] == flows.shape[1] + 1
+    validate_model_config(smoke_cfg("model.motion.led_input=flow", "data.frames=4"))
+    with pytest.raises(ConfigError, match="needs at least 4 frames"):
+        validate_model_config(smoke_cfg("model.motion.led_input=flow", "data.frames=3"))
     assert torch.equal(seq[:, 0], torch.zeros_like(seq[:, 0]))
     with torch.no_grad():
         base = backbone(flows, apex)
