@@ -6,6 +6,8 @@ the same folds of a synthetic dataset (random flows and frames of the profile's 
 seed; nothing is prepared or downloaded) are trained for ``--epochs`` and measured:
 
 - ``s/fold``, ``folds/h``: wall time per fold training (pack time / K), and its inverse;
+  ``cpu-s/fold``: the process's CPU time per fold (on a shared machine the wall time depends
+  on the other processes; with one thread the CPU time does not, much);
 - ``ops/fold-step``: aten operator calls (``torch.profiler``, nested calls included: the
   device-independent proxy for kernel launches) of a whole ``--epochs`` training, divided by
   (optimizer steps x folds); evaluation and set-up are included on both sides;
@@ -83,6 +85,7 @@ class Measurement:
     mb_per_fold: float | None
     tflops: float | None = None
     mfu: float | None = None
+    cpu_seconds_per_fold: float | None = None
 
 
 def synthetic_dataset(cfg: Any, subjects: int, clips_per_subject: int, seed: int = 0):
@@ -152,11 +155,12 @@ def measure(setting: Setting, k: str, device_name: str, threads: int, count_ops:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_mb()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     _train(cfg, data, subjects, k)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / len(subjects)
+    cpu_seconds = (time.process_time() - cpu_started) / len(subjects)
     if device.type == "cuda":
         mb = torch.cuda.max_memory_allocated() / 2**20 / (1 if k == "1" else len(subjects))
     else:
@@ -171,7 +175,8 @@ def measure(setting: Setting, k: str, device_name: str, threads: int, count_ops:
             _train(one_epoch, data, subjects, k)
         calls = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
         ops = calls / (_steps(one_epoch, data, subjects) * len(subjects))
-    result = Measurement(setting.profile, k, len(subjects), seconds, ops, mb)
+    result = Measurement(setting.profile, k, len(subjects), seconds, ops, mb,
+                         cpu_seconds_per_fold=cpu_seconds)
     if flops:
         per_clip = training_flops_per_clip(cfg, data, device)
         clips_per_s = (_steps(cfg, data, subjects[:1]) * cfg.optim.batch_size) / seconds
@@ -330,7 +335,8 @@ def print_table(rows: list[Measurement], device: str, threads: int) -> None:
     """One row per (profile, K), with ratios to the unpacked row of the same profile."""
     print(f"torch {torch.__version__}, device {device}, {threads} thread(s)")
     print(f"{'profile':8} {'K':>4} {'folds':>5} {'s/fold':>8} {'folds/h':>8} {'x unp.':>6} "
-          f"{'ops/fold-step':>13} {'x unp.':>6} {'MB/fold':>8} {'TFLOPS':>7} {'MFU':>6}")
+          f"{'cpu-s/fold':>10} {'x unp.':>6} {'ops/fold-step':>13} {'x unp.':>6} "
+          f"{'MB/fold':>8} {'TFLOPS':>7} {'MFU':>6}")
     base: dict[str, Measurement] = {}
     for row in rows:
         if row.k == "1":
@@ -341,14 +347,21 @@ def print_table(rows: list[Measurement], device: str, threads: int) -> None:
         ops_ratio = (f"{row.ops_per_fold_step / ref.ops_per_fold_step:6.3f}"
                      if ref and ref.ops_per_fold_step and row.ops_per_fold_step else "     -")
         mem = f"{row.mb_per_fold:8.1f}" if row.mb_per_fold is not None else f"{'-':>8}"
+        cpu = (f"{row.cpu_seconds_per_fold:10.2f}" if row.cpu_seconds_per_fold is not None
+               else f"{'-':>10}")
+        cpu_ratio = (f"{ref.cpu_seconds_per_fold / row.cpu_seconds_per_fold:6.2f}"
+                     if ref and ref.cpu_seconds_per_fold and row.cpu_seconds_per_fold
+                     else "     -")
         tf = f"{row.tflops:7.3f}" if row.tflops is not None else f"{'-':>7}"
         mfu = f"{row.mfu:6.1%}" if row.mfu is not None else f"{'-':>6}"
         label = "1" if row.k == "1" else row.k
         print(f"{row.profile:8} {label:>4} {row.folds:5d} {row.seconds_per_fold:8.2f} "
-              f"{3600 / row.seconds_per_fold:8.0f} {speed} {ops} {ops_ratio} {mem} {tf} {mfu}")
+              f"{3600 / row.seconds_per_fold:8.0f} {speed} {cpu} {cpu_ratio} {ops} {ops_ratio} "
+              f"{mem} {tf} {mfu}")
     print("K=1: unpacked train_fold, one fold after the other; p1: a pack of one; NxM: N "
           "processes sharing the device (unpacked);\nx unp. = unpacked / packed time (>1: "
-          "packed faster) and packed / unpacked ops")
+          "packed faster) and packed / unpacked ops; cpu-s: this process's CPU time (robust "
+          "on a shared machine, 1 thread)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name} K={k}: out of memory, skipped", flush=True)
                 torch.cuda.empty_cache() if args.device == "cuda" else None
                 continue
-            print(f"  {name} K={k}: {rows[-1].seconds_per_fold:.2f} s/fold", flush=True)
+            row = rows[-1]
+            print(f"  {name} K={k}: {row.seconds_per_fold:.2f} s/fold, "
+                  f"{row.cpu_seconds_per_fold or 0:.2f} cpu-s/fold, "
+                  f"{row.ops_per_fold_step or 0:.0f} ops/fold-step, "
+                  f"{row.mb_per_fold or 0:.1f} MB/fold", flush=True)
         if args.fractional:
             rows.append(fractional_throughput(setting, args.device, args.fractional))
             print(f"  {name} {args.fractional} processes: {rows[-1].seconds_per_fold:.2f} "
