@@ -155,3 +155,13 @@ def test_every_profile_builds_for_every_backbone():
         for backbone in backbone_config_classes():
             cfg = load_config(profile=profile, overrides=[f"model.motion.backbone={backbone}"])
             assert cfg.profile == profile and cfg.model.motion.backbone == backbone
+
+
+def test_study_specs_may_name_the_keys_of_any_backbone():
+    from orchestrator.studies.spec import config_key_problem
+
+    assert config_key_problem("model.motion.backbone") is None
+    assert config_key_problem("model.motion.vit_dim") is None       # a ViTConfig key
+    assert config_key_problem("model.motion.led_input") is None     # an LEDConfig key
+    assert "unknown key" in config_key_problem("model.motion.vit_dimm")
+    assert "whole section" in config_key_problem("model.motion")
