@@ -36,6 +36,7 @@ FIG6_ARTIFACT = "fig6_lambda_curves.png"
 MAIN_RESULTS_MD = "main_results.md"
 MAIN_RESULTS_CSV = "main_results.csv"
 TSNE_SEED = 0
+MIN_FOLD_CLIPS = 5
 
 
 def standardize(features: np.ndarray) -> np.ndarray:
@@ -46,20 +47,28 @@ def standardize(features: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
+def kept_folds(results: Sequence[FoldResult], per_fold: bool = True) -> list[bool]:
+    """Which folds enter the pooled t-SNE: all of them raw; standardised, those with at least
+    ``MIN_FOLD_CLIPS`` held-out clips (mean and deviation of fewer clips say little, and one
+    clip would become all zeros)."""
+    return [not per_fold or len(r.clips) >= MIN_FOLD_CLIPS for r in results]
+
+
 def pooled_features(results: Sequence[FoldResult], per_fold: bool = True
                     ) -> dict[str, np.ndarray]:
-    """Each feature (``f_m``, ``f_e``, ``f_fusion``) of every fold's held-out clips,
-    concatenated in the folds' order (the order of the pooled labels); a feature that some
-    fold did not record is left out (no partial pool).
+    """Each feature (``f_m``, ``f_e``, ``f_fusion``) of the held-out clips of every fold that
+    ``kept_folds`` keeps, concatenated in the folds' order (the order of their pooled labels);
+    a feature that some fold did not record is left out (no partial pool).
 
     ``per_fold``: standardise each fold's features over its own held-out clips first. Each
     fold is a different model with its own feature space; pooled raw, the t-SNE shows one
     cluster per fold (held-out subject) rather than the emotions (seen on synth). Only the
     held-out clips' own features are used, no label.
     """
+    kept = [r for r, keep in zip(results, kept_folds(results, per_fold), strict=True) if keep]
     out: dict[str, np.ndarray] = {}
     for name in figures.FEATURE_PANELS:
-        parts = [getattr(r, "features", {}).get(name) for r in results]
+        parts = [getattr(r, "features", {}).get(name) for r in kept]
         if parts and all(p is not None for p in parts):
             out[name] = np.concatenate([standardize(p) if per_fold
                                         else np.asarray(p, dtype=np.float32) for p in parts])
@@ -77,11 +86,21 @@ def parent_figures(results: Sequence[FoldResult], classes: Sequence[str], num_cl
     matrix = mm.confusion(y_true, y_pred, num_classes)
     out = {NORMALIZED_CONFUSION_ARTIFACT: figures.confusion_normalized_figure(
         matrix, classes, title)}
-    features = pooled_features(results)
+    per_fold = any(kept_folds(results))  # else every fold is too small: pool them raw
+    features = pooled_features(results, per_fold)
     if features:
-        out[TSNE_ARTIFACT] = figures.tsne_figure(
-            features, y_true, classes, title, seed=TSNE_SEED,
-            note="each fold's features standardised over its held-out clips")
+        kept = kept_folds(results, per_fold)
+        note = ("each fold's features standardised over its held-out clips" if per_fold else
+                f"raw features: every fold has fewer than {MIN_FOLD_CLIPS} held-out clips")
+        if not all(kept):
+            left = [r for r, keep in zip(results, kept, strict=True) if not keep]
+            folds = f"{len(left)} fold" + ("s" if len(left) != 1 else "")
+            note += (f"; {sum(len(r.clips) for r in left)} clips of {folds} with "
+                     f"fewer than {MIN_FOLD_CLIPS} held-out clips left out")
+        y_kept = np.concatenate([r.y_true for r, keep in zip(results, kept, strict=True)
+                                 if keep])
+        out[TSNE_ARTIFACT] = figures.tsne_figure(features, y_kept, classes, title,
+                                                 seed=TSNE_SEED, note=note)
     return out
 
 

@@ -327,3 +327,28 @@ def test_a_cost_that_cannot_be_counted_is_a_tag_not_a_failed_run() -> None:
     metrics, tags = parent_cost(object(), data)          # not a configuration: cannot build
     assert metrics == [] and [t.key for t in tags] == [COST_ERROR_TAG]
     assert tags[0].value.startswith("AttributeError")
+
+
+def test_folds_too_small_to_standardise_are_left_out_and_said() -> None:
+    from orchestrator.paper_figures import MIN_FOLD_CLIPS, kept_folds
+
+    data = random_dataset(tiny_config(), subjects=3, clips_per_subject=6)
+    results = [_with_features(fake_result(data, s, seed=i), seed=i)
+               for i, s in enumerate(data.subject_ids)]
+    small = results[1]
+    keep = slice(0, MIN_FOLD_CLIPS - 3)                      # a fold of 2 held-out clips
+    results[1] = replace(small, clips=small.clips[keep], y_true=small.y_true[keep],
+                         y_pred=small.y_pred[keep], scores=small.scores[keep],
+                         au_true=small.au_true[keep], au_scores=small.au_scores[keep],
+                         features={k: v[keep] for k, v in small.features.items()})
+    assert kept_folds(results) == [True, False, True]
+    assert pooled_features(results)["f_m"].shape == (12, 8)
+    assert pooled_features(results, per_fold=False)["f_m"].shape == (14, 8)
+    tsne = parent_figures(results, data.classes, data.num_classes, "x")[TSNE_ARTIFACT]
+    title = tsne._suptitle.get_text()
+    assert "t-SNE of 12 held-out clips" in title
+    assert "2 clips of 1 fold with fewer than 5 held-out clips left out" in title
+    tiny = [results[1]] * 3                                   # every fold too small: raw pool
+    tsne = parent_figures(tiny, data.classes, data.num_classes, "x")[TSNE_ARTIFACT]
+    assert "raw features" in tsne._suptitle.get_text()
+    assert "t-SNE of 6 held-out clips" in tsne._suptitle.get_text()
