@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -401,3 +402,52 @@ def test_killed_raylet_gives_a_medn_error(one_study, smoke_cache: Path) -> None:
     exp = client.get_experiment_by_name("one/synth-3class")
     parents = client.search_runs([exp.experiment_id], "tags.`medn.role` = 'parent'")
     assert "RUNNING" not in [p.info.status for p in parents]
+
+
+def test_wrong_shape_cache_file_is_a_clean_error(tmp_path: Path, smoke_dataset,
+                                                  smoke_cache: Path) -> None:
+    import numpy as np
+
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_cache, cache)
+    entry = sorted(cache.rglob("*.npz"))[0]
+    arrays = dict(np.load(entry))
+    arrays["flow"] = arrays["flow"][:, :, :5]  # a file of the right name and the wrong shape
+    with open(entry, "wb") as f:
+        np.savez(f, **arrays)
+    result = medn("train", "--profile", "smoke", "--tracking-uri",
+                  f"sqlite:///{tmp_path}/mlruns/mlflow.db", "--cache-dir", str(cache),
+                  cwd=tmp_path)
+    assert_clean_error(result, 2, entry.name, "shape")
+
+
+@pytest.mark.slow
+def test_a_refused_fresh_run_leaves_no_parent(one_study, smoke_cache: Path) -> None:
+    cwd, uri = one_study
+    result = medn("study", "one", "--profile", "smoke", "--tracking-uri", uri, "--cache-dir",
+                  str(smoke_cache), "--fresh", "--cpus-per-trial", "512", cwd=cwd, timeout=300)
+    assert_clean_error(result, 2, "--cpus-per-trial 512", "CPUs")
+    exp = MlflowClient(uri).get_experiment_by_name("one/synth-3class")
+    runs = MlflowClient(uri).search_runs([exp.experiment_id]) if exp else []
+    assert runs == []  # the check came before any parent run was created
+
+
+# -- the catalogue itself ------------------------------------------------------------------------
+def test_the_catalogue_names_only_tests_that_exist() -> None:
+    import ast
+
+    catalogue = (REPO / "docs" / "reliability.md").read_text()
+    named = set(re.findall(r"`(tests/[\w/]+\.py)::(\w+)", catalogue))
+    assert len(named) > 30
+    defined: dict[str, set[str]] = {}
+    for path, name in sorted(named):
+        if path not in defined:
+            source = REPO / path
+            assert source.is_file(), f"docs/reliability.md names {path}, which does not exist"
+            defined[path] = {node.name for node in ast.walk(ast.parse(source.read_text()))
+                             if isinstance(node, ast.FunctionDef)}
+        assert name in defined[path], f"docs/reliability.md names {path}::{name}: no such test"
+    mine = {node.name for node in ast.parse(Path(__file__).read_text()).body
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+    unlisted = mine - {name for path, name in named if path == "tests/test_reliability.py"}
+    assert not unlisted, f"tests of this module missing from docs/reliability.md: {unlisted}"
