@@ -2,9 +2,10 @@
 
 - every pooled parent run: Fig. 7's row-normalised confusion matrix
   (``confusion_matrix_normalized.png``, beside the counts) and Fig. 8's t-SNE of the held-out
-  clips' F_m, F_e and F_fusion pooled over the folds (``tsne.png``; each fold's features
-  standardised over its own clips first, see ``pooled_features``), from the features each
-  fold's ``FoldResult`` carries (its ``fold_result.json`` artifact);
+  clips' F_m, F_e and F_fusion pooled over the folds (``tsne.png``: each fold's features
+  standardised over its own clips first, see ``pooled_features``; ``tsne_raw.png``: every
+  clip as its fold's model gave it), from the features each fold's ``FoldResult`` carries
+  (its ``fold_result.json`` artifact);
 - the summary run of a sweeps study (``lambda-grid``, Fig. 6): the lambda curves of every task
   of that dataset found in MLflow, in one figure (``summary/fig6_lambda_curves.png``);
 - the summary run of a main-results study: the assembled Table III / IV
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 NORMALIZED_CONFUSION_ARTIFACT = "confusion_matrix_normalized.png"
 TSNE_ARTIFACT = "tsne.png"
+TSNE_RAW_ARTIFACT = "tsne_raw.png"
 FIG6_ARTIFACT = "fig6_lambda_curves.png"
 MAIN_RESULTS_MD = "main_results.md"
 MAIN_RESULTS_CSV = "main_results.csv"
@@ -78,7 +80,8 @@ def pooled_features(results: Sequence[FoldResult], per_fold: bool = True
 def parent_figures(results: Sequence[FoldResult], classes: Sequence[str], num_classes: int,
                    title: str) -> dict[str, Figure]:
     """The paper's per-run figures for a parent whose folds produced ``results``: artifact
-    name -> figure (Fig. 7 normalised confusion matrix; Fig. 8 t-SNE when features exist)."""
+    name -> figure (Fig. 7 normalised confusion matrix; Fig. 8 t-SNE, standardised per fold
+    and raw, when features exist)."""
     from medn import metrics as mm
 
     y_true = np.concatenate([r.y_true for r in results])
@@ -101,6 +104,12 @@ def parent_figures(results: Sequence[FoldResult], classes: Sequence[str], num_cl
                                  if keep])
         out[TSNE_ARTIFACT] = figures.tsne_figure(features, y_kept, classes, title,
                                                  seed=TSNE_SEED, note=note)
+    if per_fold and features:
+        # every clip, as the models gave them: nothing left out, but clusters may be folds
+        out[TSNE_RAW_ARTIFACT] = figures.tsne_figure(
+            pooled_features(results, per_fold=False), y_true, classes, title, seed=TSNE_SEED,
+            note="raw features of every fold: each fold is its own model, so clusters may be "
+                 "folds")
     return out
 
 

@@ -27,6 +27,7 @@ from orchestrator.cost import (
 from orchestrator.paper_figures import (
     NORMALIZED_CONFUSION_ARTIFACT,
     TSNE_ARTIFACT,
+    TSNE_RAW_ARTIFACT,
     parent_figures,
     pooled_features,
     standardize,
@@ -159,8 +160,9 @@ def test_parent_figures_pool_every_fold() -> None:
         assert np.allclose(pooled["f_e"][fold].std(axis=0), 1.0, atol=1e-4)
     assert np.allclose(standardize(np.ones((4, 2))), 0.0)              # constant column
     out = parent_figures(results, data.classes, data.num_classes, "full")
-    assert set(out) == {NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT}
+    assert set(out) == {NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT, TSNE_RAW_ARTIFACT}
     assert "standardised" in out[TSNE_ARTIFACT]._suptitle.get_text()
+    assert "raw features of every fold" in out[TSNE_RAW_ARTIFACT]._suptitle.get_text()
     y_true = np.concatenate([r.y_true for r in results])
     y_pred = np.concatenate([r.y_pred for r in results])
     first = (y_pred[y_true == 0] == 0).mean()
@@ -244,8 +246,9 @@ def test_parent_run_holds_figures_7_and_8_and_its_cost(store: dict, tmp_path) ->
     parent = _parent(store, "fig-unit/synth-3class", "full", cfg, data)
     client = MlflowClient(store["uri"])
     names = {a.path for a in client.list_artifacts(parent)}
-    assert {"confusion_matrix.png", NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT} <= names
-    for name in (NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT):
+    assert {"confusion_matrix.png", NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT,
+            TSNE_RAW_ARTIFACT} <= names
+    for name in (NORMALIZED_CONFUSION_ARTIFACT, TSNE_ARTIFACT, TSNE_RAW_ARTIFACT):
         image = imread(client.download_artifacts(parent, name, str(tmp_path)))
         assert image.ndim == 3 and image.shape[1] > 300            # a real, decodable PNG
     metrics = client.get_run(parent).data.metrics
@@ -348,7 +351,10 @@ def test_folds_too_small_to_standardise_are_left_out_and_said() -> None:
     title = tsne._suptitle.get_text()
     assert "t-SNE of 12 held-out clips" in title
     assert "2 clips of 1 fold with fewer than 5 held-out clips left out" in title
+    raw = parent_figures(results, data.classes, data.num_classes, "x")[TSNE_RAW_ARTIFACT]
+    assert "t-SNE of 14 held-out clips" in raw._suptitle.get_text()     # nothing left out
     tiny = [results[1]] * 3                                   # every fold too small: raw pool
     tsne = parent_figures(tiny, data.classes, data.num_classes, "x")[TSNE_ARTIFACT]
     assert "raw features" in tsne._suptitle.get_text()
     assert "t-SNE of 6 held-out clips" in tsne._suptitle.get_text()
+    assert TSNE_RAW_ARTIFACT not in parent_figures(tiny, data.classes, data.num_classes, "x")
