@@ -146,6 +146,14 @@ def _lock_root(tracking_uri: str) -> Path:
     return cache / "medn" / "locks" / store_slug(tracking_uri)
 
 
+def _writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
 def _filter_value(value: str, field: str) -> str:
     if "'" in value:
         raise ValueError(f"{field} {value!r} must not contain a single quote")
@@ -256,14 +264,17 @@ class RunTreeWriter:
         holder when another process runs it."""
         if self._claim is not None:
             return
-        with self._lock_file_errors(self.lock_path):
-            holder = locks.try_claim(self.lock_path)
+        path = self.lock_path
+        if sqlite_path(self.tracking_uri) is None and not _writable_folder(path.parent):
+            path = self.spool_dir / "locks" / path.name  # e.g. a read-only home folder
+        with self._lock_file_errors(path):
+            holder = locks.try_claim(path)
         if holder is not None:
             raise ExperimentBusy(
                 f"experiment {self.experiment_name!r} is already being run by another medn "
                 f"process ({holder.describe()}); wait for it to finish (then re-run: finished "
-                f"folds are kept) or stop it. Lock file: {self.lock_path}")
-        self._claim = self.lock_path
+                f"folds are kept) or stop it. Lock file: {path}")
+        self._claim = path
 
     @contextlib.contextmanager
     def _lock_file_errors(self, path: Path) -> Iterator[None]:
