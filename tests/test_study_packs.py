@@ -70,6 +70,7 @@ def test_a_packed_study_logs_one_run_per_fold_and_retries_only_the_failed_fold(
     first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "20 folds in 10 packed trials (up to 2 folds each)" in first.stdout
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("ablation-components/synth-3class")

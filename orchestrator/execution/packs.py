@@ -29,6 +29,9 @@ SEPARATOR = "+"
 AUTO = "auto"
 # the most folds one auto pack holds (beyond this a pack only adds memory and latency)
 AUTO_LIMIT = 32
+# whether ``auto`` packs folds of CPU trials too (docs/training.md: measured CPU time per fold,
+# packed vs unpacked)
+PACK_ON_CPU = True
 
 
 class PackFoldsFailed(RuntimeError):
@@ -71,19 +74,35 @@ def pack_of(uid: str) -> tuple[int, str, list[str]]:
     return int(task), variant, subjects.split(SEPARATOR)
 
 
-def pack_size(option: int | str, pending: int, slots: int) -> int:
+def trial_slots(cluster_cpus: float, cluster_gpus: float, cpus_per_trial: float,
+                gpus_per_trial: float, max_concurrent: int | None) -> int:
+    """How many trials the cluster runs at once (CPUs, GPUs, ``--max-concurrent``)."""
+    slots = cluster_cpus // cpus_per_trial
+    if gpus_per_trial > 0:
+        slots = min(slots, cluster_gpus // gpus_per_trial)
+    if max_concurrent:
+        slots = min(slots, max_concurrent)
+    return max(1, int(slots))
+
+
+def pack_size(option: int | str, pending: int, slots: int, on_gpu: bool = True) -> int:
     """Folds per pack: the number asked for, or for ``auto`` enough folds that ``slots``
     trials running at once share the ``pending`` folds, at most ``AUTO_LIMIT`` (the worker
-    then trains a pack in memory-sized parts: ``medn.packing.max_pack_size``)."""
+    then trains a pack in memory-sized parts: ``medn.packing.max_pack_size``); on CPU trials
+    at most ``CPU_PACK_LIMIT`` (1 unless ``PACK_ON_CPU``)."""
+    from medn.packing import CPU_PACK_LIMIT
+
     if option != AUTO:
         return int(option)
-    return max(1, min(AUTO_LIMIT, math.ceil(pending / max(1, slots))))
+    limit = AUTO_LIMIT if on_gpu else (CPU_PACK_LIMIT if PACK_ON_CPU else 1)
+    return max(1, min(limit, math.ceil(pending / max(1, slots))))
 
 
-def make_packs(units: list[Unit], option: int | str, slots: int) -> list[PackUnit]:
+def make_packs(units: list[Unit], option: int | str, slots: int,
+               on_gpu: bool = True) -> list[PackUnit]:
     """The pending fold units grouped into packs: consecutive folds of one (task, variant), in
     their order, ``pack_size`` at most per pack."""
-    size = pack_size(option, len(units), slots)
+    size = pack_size(option, len(units), slots, on_gpu)
     packs: list[PackUnit] = []
     groups: dict[tuple[int, str], list[Unit]] = {}
     for unit in units:
