@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from medn.packing import CPU_PACK_LIMIT
 from orchestrator.execution.packs import (
     AUTO,
     AUTO_LIMIT,
+    PACK_ON_CPU,
     make_packs,
     pack_of,
     pack_size,
     parse_pack,
+    trial_slots,
 )
 from orchestrator.execution.units import Unit
 
@@ -43,6 +46,17 @@ def test_pack_size():
     assert pack_size(AUTO, pending=20, slots=4) == 5           # every slot busy
     assert pack_size(AUTO, pending=3, slots=8) == 1
     assert pack_size(AUTO, pending=1000, slots=2) == AUTO_LIMIT
+    cpu_limit = CPU_PACK_LIMIT if PACK_ON_CPU else 1
+    assert pack_size(AUTO, pending=1000, slots=2, on_gpu=False) == cpu_limit
+    assert pack_size(5, pending=1000, slots=2, on_gpu=False) == 5   # asked for: as asked
+
+
+def test_trial_slots():
+    assert trial_slots(16, 1, 1, 0.25, None) == 4        # four quarter-GPU trials
+    assert trial_slots(16, 2, 1, 0.25, None) == 8
+    assert trial_slots(16, 0, 2, 0, None) == 8           # CPU only
+    assert trial_slots(16, 0, 1, 0, 3) == 3              # --max-concurrent
+    assert trial_slots(1, 0, 4, 0, None) == 1
 
 
 def test_packs_hold_consecutive_folds_of_one_variant():
