@@ -4,7 +4,8 @@
   environment defaults (``configure_mlflow_environment``), the UI link;
 - ``retry``: what is transient, and one retry policy for every call (``RetryingClient``);
 - ``spool``: results not yet logged, as validated records in atomic files;
-- ``locks``: the experiment claim between drivers and the store-creation lock;
+- ``experiment``: opening an experiment (a new store under a lock) and claiming it;
+- ``locks``: exclusive file locks between processes, with who holds them;
 - ``run_tree``: ``RunTreeWriter``, the parent and fold runs of one experiment;
 - ``pooling``: the pooled metrics, tables and figures of a finished parent;
 - ``errors``: the exceptions, whose messages are the user's error lines.

@@ -4,7 +4,8 @@ Every MLflow write of ``medn train`` and of the studies goes through ``RunTreeWr
 driver (the local sqlite store breaks under concurrent writers, and only the driver is sure to
 reach a tracking server). It is assembled from parts with one job each: ``RetryingClient``
 (every call under one retry policy, ``retry.py``), ``Spool`` (results not yet logged,
-``spool.py``), the experiment claim (``locks.py``) and the pooled science (``pooling.py``).
+``spool.py``), opening and claiming the experiment (``experiment.py``) and the pooled
+science (``pooling.py``).
 Callers only see run-tree operations, never the MLflow client.
 
 Run tree:
@@ -31,20 +32,16 @@ both drivers apply the same rule, so they agree.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
-import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import (
     MLFLOW_GIT_COMMIT,
     MLFLOW_PARENT_RUN_ID,
@@ -58,23 +55,17 @@ from medn.config import MednConfig
 from medn.data.prepared import PreparedDataset
 from medn.train import FoldResult
 from orchestrator.git_info import git_commit
-from orchestrator.tracking import locks, pooling
-from orchestrator.tracking.errors import DiskFull, ExperimentBusy, TrackingStoreError
+from orchestrator.tracking import pooling
+from orchestrator.tracking.experiment import ExperimentClaim, open_experiment
 from orchestrator.tracking.retry import RetryingClient
 from orchestrator.tracking.spool import Spool, SpoolEntry
 from orchestrator.tracking.store import (
-    default_artifact_location,
     default_spool_dir,
     move_credentials,
     redact_uri,
-    sqlite_path,
-    store_creation_lock,
-    store_slug,
     ui_link,
 )
 from orchestrator.tracking.tags import (
-    EXPERIMENT_KIND,
-    EXPERIMENT_KIND_TAG,
     INHERITED_TAGS,
     ROLE_FOLD,
     ROLE_PARENT,
@@ -138,22 +129,6 @@ class ParentState:
                                                                  "au_f1")}
 
 
-def _lock_root(tracking_uri: str) -> Path:
-    db = sqlite_path(tracking_uri)
-    if db is not None:
-        return db.parent / "locks"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "medn" / "locks" / store_slug(tracking_uri)
-
-
-def _writable_folder(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)
-
-
 def _filter_value(value: str, field: str) -> str:
     if "'" in value:
         raise ValueError(f"{field} {value!r} must not contain a single quote")
@@ -183,32 +158,14 @@ class RunTreeWriter:
         self.experiment_name = experiment
         self.spool_dir = Path(spool_dir if spool_dir is not None
                               else default_spool_dir(self.tracking_uri))
-        creation_lock = store_creation_lock(self.tracking_uri)
-        if creation_lock is None:
-            self._mlflow = self._connect(retries, backoff_s)
-            self.experiment_id = self._get_or_create_experiment(experiment)
-        else:
-            # Two processes opening a new sqlite store at once would both run its schema
-            # migrations (MLflow does it when a client is made); the second one crashes. One
-            # at a time; later ones find it ready.
-            with self._lock_file_errors(creation_lock), locks.exclusive(creation_lock):
-                self._mlflow = self._connect(retries, backoff_s)
-                self.experiment_id = self._get_or_create_experiment(experiment)
+        self._mlflow, self.experiment_id = open_experiment(
+            self.tracking_uri, experiment, retries=retries, backoff_s=backoff_s)
         self.spool = Spool(self.spool_dir, self.experiment_id)
-        self._claim: Path | None = None
+        self._claim = ExperimentClaim(self.tracking_uri, experiment, self.experiment_id,
+                                      self.spool_dir)
         if claim:
             self.claim()
         self._parent_tags: dict[str, dict[str, str]] = {}
-
-    def _connect(self, retries: int, backoff_s: float) -> RetryingClient:
-        db = sqlite_path(self.tracking_uri)
-        try:
-            return RetryingClient(self.tracking_uri, retries=retries, backoff_s=backoff_s,
-                                  target=self.display_uri,
-                                  disk=str(db.resolve()) if db is not None else None)
-        except MlflowException as err:
-            raise TrackingStoreError(f"--tracking-uri {self.display_uri}: "
-                                     f"{str(err.message).strip().splitlines()[0]}") from None
 
     # -- retry policy ---------------------------------------------------------------------------
     @property
@@ -229,69 +186,20 @@ class RunTreeWriter:
     def backoff_s(self, value: float) -> None:
         self._mlflow.backoff_s = value
 
-    # -- the experiment and its claim -------------------------------------------------------------
-    def _get_or_create_experiment(self, name: str) -> str:
-        exp = self._mlflow.get_experiment_by_name(name)
-        if exp is None:
-            try:
-                experiment_id = self._mlflow.create_experiment(
-                    name, artifact_location=default_artifact_location(self.tracking_uri),
-                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-                return experiment_id
-            except MlflowException as err:
-                if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                exp = self._mlflow.get_experiment_by_name(name)
-                assert exp is not None
-        if exp.lifecycle_stage == "deleted":
-            raise TrackingStoreError(
-                f"MLflow experiment {name!r} in {self.display_uri} is deleted; restore it "
-                f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or remove "
-                "it for good (mlflow gc) before running it again")
-        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            # experiments made before medn set it open on MLflow's GenAI page otherwise
-            self._mlflow.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
-                                            EXPERIMENT_KIND)
-        return exp.experiment_id
-
+    # -- the experiment's claim -----------------------------------------------------------------
     @property
     def lock_path(self) -> Path:
         """The lock file that a driver of this experiment holds."""
-        return _lock_root(self.tracking_uri) / f"experiment-{self.experiment_id}.lock"
+        return self._claim.path
 
     def claim(self) -> None:
         """Claim this experiment for this process (re-entrant); ``ExperimentBusy`` naming the
         holder when another process runs it."""
-        if self._claim is not None:
-            return
-        path = self.lock_path
-        if sqlite_path(self.tracking_uri) is None and not _writable_folder(path.parent):
-            path = self.spool_dir / "locks" / path.name  # e.g. a read-only home folder
-        with self._lock_file_errors(path):
-            holder = locks.try_claim(path)
-        if holder is not None:
-            raise ExperimentBusy(
-                f"experiment {self.experiment_name!r} is already being run by another medn "
-                f"process ({holder.describe()}); wait for it to finish (then re-run: finished "
-                f"folds are kept) or stop it. Lock file: {path}")
-        self._claim = path
-
-    @contextlib.contextmanager
-    def _lock_file_errors(self, path: Path) -> Iterator[None]:
-        try:
-            yield
-        except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(path.parent, err.strerror or "") from err
-            raise TrackingStoreError(
-                f"tracking store {self.display_uri}: cannot write the lock file {path} "
-                f"({err.strerror or err}); the store's folder must be writable") from None
+        self._claim.acquire()
 
     def close(self) -> None:
         """Release this writer's claim of the experiment."""
-        if self._claim is not None:
-            locks.release(self._claim)
-            self._claim = None
+        self._claim.release()
 
     def ui_link(self, port: int = 5000, host: str = "127.0.0.1") -> str:
         """This experiment's runs in the MLflow UI (``medn ui`` serves it on ``port``)."""
