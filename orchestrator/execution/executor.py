@@ -164,8 +164,8 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
     from ray import tune
 
     from orchestrator.execution.callbacks import StudyCallback
+    from orchestrator.execution.packs import make_packs, parse_pack, train_pack, trial_slots
     from orchestrator.execution.ray_setup import ray_session
-    from orchestrator.execution.trainable import train_unit
 
     options = ctx.options
     if (options.address or "").startswith("ray://"):
@@ -183,13 +183,21 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
         open_parents(ctx, list(recorder.states.values()))  # every check has passed
         needed = {u.data_key for u in units}
         refs = {key: ray.put(ctx.datasets[key]) for key in needed}
-        table = {u.uid: u for u in units}
-        trainable = tune.with_parameters(train_unit, units=table, datasets=refs,
-                                         threads=max(1, math.floor(cpus)))
+        # a trial trains a pack of one variant's pending folds (--pack; 1 = one fold)
+        slots = trial_slots(session.cluster_cpus, session.cluster_gpus, cpus, gpus,
+                            options.max_concurrent)
+        packs = make_packs(units, parse_pack(options.pack), slots, on_gpu=gpus > 0)
+        if len(packs) < len(units):
+            ctx.console.print(f"{len(units)} folds in {len(packs)} packed trials (up to "
+                              f"{max(len(p.subjects) for p in packs)} folds each)",
+                              highlight=False)
+        trainable = tune.with_parameters(train_pack, packs={p.uid: p for p in packs},
+                                         datasets=refs, threads=max(1, math.floor(cpus)),
+                                         memory_fraction=min(1.0, gpus) if gpus else 1.0)
         trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus})
         tuner = tune.Tuner(
             trainable,
-            param_space={"unit": tune.grid_search([u.uid for u in units])},
+            param_space={"unit": tune.grid_search([p.uid for p in packs])},
             tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
