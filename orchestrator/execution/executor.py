@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
 
 from orchestrator.execution import interrupts
 from orchestrator.execution.context import (
@@ -20,6 +24,7 @@ from orchestrator.execution.context import (
     StudyContext,
     StudyError,
     StudyInputError,
+    end_interrupted,
     open_parents,
     refresh_finished,
 )
@@ -114,6 +119,7 @@ def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
     torch.set_num_threads(ctx.options.threads or default_threads(first.profile))
     open_parents(ctx, list(recorder.states.values()))
     for unit in units:
+        interrupts.raise_if_received()  # a signal whose exception a library swallowed
         if stop.is_set():
             break
         cfg = unit.medn_config()
@@ -125,15 +131,18 @@ def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
             epoch_note[0] = (f"fold {unit.subject}: epoch {epoch}/{epochs}, loss "
                              f"{metrics['train/loss']:.3f}, val UF1 {metrics['val/uf1']:.3f}")
             refresh()
+            interrupts.raise_if_received()
 
         try:
             maybe_inject_fault(unit.variant, unit.subject)
             result = train_fold(cfg, data, unit.subject, device=device, on_epoch=on_epoch)
         except Exception:  # a fold failure is recorded (a FAILED run); the others go on
-            recorder.failed(unit.task, unit.variant, unit.subject, traceback.format_exc(), 1,
-                            final=True)
+            with interrupts.deferred():
+                recorder.failed(unit.task, unit.variant, unit.subject, traceback.format_exc(),
+                                1, final=True)
             continue
-        recorder.received(unit.task, unit.variant, unit.subject, result.to_dict())
+        with interrupts.deferred():  # a fold run is logged whole, never cut half-way
+            recorder.received(unit.task, unit.variant, unit.subject, result.to_dict())
     epoch_note[0] = ""
 
 
@@ -165,7 +174,7 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
 
     from orchestrator.execution.callbacks import StudyCallback
     from orchestrator.execution.packs import make_packs, parse_pack, train_pack, trial_slots
-    from orchestrator.execution.ray_setup import ray_session
+    from orchestrator.execution.ray_setup import ray_session, raylet_watchdog
 
     options = ctx.options
     if (options.address or "").startswith("ray://"):
@@ -207,14 +216,43 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
                 log_to_file=True),
         )
         try:
-            with interrupts.graceful(stop.set):
+            with interrupts.graceful(stop.set), raylet_watchdog(
+                    lambda pid, code: _raylet_lost(ctx, recorder, pid, code)):
                 tuner.fit()
         except (KeyboardInterrupt, StudyError):
             raise
         except Exception as err:  # Ray itself failed (a killed raylet, a lost GCS)
+            if recorder.fatal is not None:
+                # the recorder stopped the study from Tune's callback (disk full, spool, store):
+                # Tune re-raises it as a TuneError; the user gets its own message
+                raise recorder.fatal from None
             text = " ".join(str(err).split())[:300]
             raise StudyError(
                 f"Ray failed while training the folds ({type(err).__name__}: {text}). Folds "
                 "already FINISHED are kept in MLflow and results received are in the spool; "
                 f"re-run the same command to resume. Ray's log: {ctx.ray_log_file}") from None
         interrupts.raise_if_received()
+
+
+def _raylet_lost(ctx: StudyContext, recorder: StudyRecorder, pid: int, code: int | None) -> None:
+    """The local raylet died (killed, out of memory): Ray is about to end this process with
+    its own text only. Say what happened, keep what can be kept, end the open parents as
+    KILLED, and exit 1 before it does."""
+    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    ctx.console.line()
+    ctx.console.file.flush()
+    message = (f"Ray's raylet (pid {pid}) died ({how}; killed, or out of memory?) and Ray "
+               "cannot go on: the study stopped. Folds already FINISHED are kept in MLflow; "
+               f"re-run the same command to resume. Ray's log: {ctx.ray_log_file}")
+    try:
+        recorder.flush(force=True)
+        end_interrupted(ctx, list(recorder.states.values()))
+    finally:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                                   soft_wrap=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        from orchestrator.execution.ray_setup import stop_local_ray
+
+        stop_local_ray()  # GCS and agents would outlive this process
+        os._exit(1)
