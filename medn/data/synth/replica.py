@@ -10,8 +10,9 @@ layouts, the sampling, the detector, the crop and the cache at the datasets' rea
 
 Synthetic faces sit at the edge of what dlib's HOG detector accepts (about 1 in 10 identities is
 missed at a given place, where real faces are found reliably), so each subject gets the first
-synth identity (generator seed 0, 1, ...) whose neutral frame, as written, dlib detects with
-``medn.data.face.largest_face``: the replica tests the pipeline, not the renderer's realism.
+synth identity (generator seed 0, 1, ...) that dlib detects with ``medn.data.face.largest_face``
+in six probe frames (neutral and at full activation, three noise draws each): the replica tests
+the pipeline, not the renderer's realism.
 
 Release forms (``RELEASES``): CASME II raw (640x480, ``sub01/EP02_01f/img46.jpg``) and cropped
 (face-filling, ``reg_img46.jpg``), SAMM full frames (960x650, ``006/006_1_2/006_05562.jpg``,
@@ -68,19 +69,24 @@ RELEASES: dict[str, ReleaseForm] = {form.name: form for form in (
 
 
 MAX_IDENTITY_TRIES = 16
+PROBES = 3
 
 
 @lru_cache(maxsize=256)
 def identity_seed(form_name: str, subject: str) -> int:
-    """The first synth seed whose face dlib detects in ``subject``'s neutral frame of the form."""
+    """The first synth seed whose face dlib detects in every probe frame of ``subject`` in the
+    form: neutral and at full activation, each with ``PROBES`` different noise draws (a face
+    found in one noisy frame only is too marginal: a clip's first frame may then be missed)."""
     from medn.data.face import NoFaceError, largest_face
 
     form = RELEASES[form_name]
     for seed in range(MAX_IDENTITY_TRIES):
-        image = render_frame(form, subject, 0.0, ("probe",), None, seed=seed)
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         try:
-            largest_face(gray)
+            for level in (0.0, 1.0):
+                for probe in range(PROBES):
+                    image = render_frame(form, subject, level, ("probe", probe), None, seed=seed)
+                    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+                    largest_face(gray)
         except NoFaceError:
             continue
         return seed
