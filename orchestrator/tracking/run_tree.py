@@ -312,6 +312,10 @@ class RunTreeWriter:
         self._mlflow.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"),
                                                      sort_keys=False), "config.yaml")
         self._mlflow.log_inputs(run_id, datasets=[_dataset_input(cfg, data)])
+        from medn.data.qc import qc_table_csv
+
+        # Per-clip alignment QC beside the dataset input, so a run shows what it was fed.
+        self._mlflow.log_text(run_id, qc_table_csv(data), "data/qc.csv")
         from orchestrator.cost import parent_cost
 
         metrics, tags = parent_cost(cfg, data)  # parameters, FLOPs per clip (Table VI's claim)
