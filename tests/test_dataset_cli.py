@@ -153,3 +153,18 @@ def test_preview_writes_contact_sheets(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["data", "preview", "--dataset", "casme2", "--cache-dir",
                               str(tmp_path / "c")])
     assert bad.exit_code == 2 and "error:" in bad.output and "--annotations" in bad.output
+
+
+def test_swapped_cache_files_stop_prepare_with_the_file_named(tmp_path: Path) -> None:
+    args = ("--dataset", "synth", "--profile", "smoke", "--subjects", "2", "--workers", "1",
+            "--cache-dir", str(tmp_path))
+    assert _prepare(*args).exit_code == 0
+    first, second = sorted(tmp_path.rglob("*.npz"))[:2]
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    result = runner.invoke(app, ["data", "prepare", *args])
+    assert result.exit_code == 2
+    flat = "".join(result.output.split())  # rich wraps long paths
+    assert "error:" in result.output and "swapped" in result.output
+    assert first.name in flat or second.name in flat
