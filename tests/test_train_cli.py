@@ -101,3 +101,21 @@ def test_config_errors_exit_2_and_name_the_field(smoke_cache, tmp_path):
     bad_fold = runner.invoke(app, ["train", "--profile", "smoke", "--tracking-uri", uri,
                                    "--set", f"data.cache_dir={smoke_cache}", "--fold", "s99"])
     assert bad_fold.exit_code == 2 and "--fold s99" in " ".join(bad_fold.output.split())
+
+
+def test_a_failed_fold_exits_1_is_kept_and_is_retried_by_a_rerun(smoke_cache, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    args = ["train", "--profile", "smoke", "--tracking-uri", uri, "--cache-dir", str(smoke_cache)]
+    env = {"MEDN_SPOOL_DIR": str(tmp_path / "spool"), "MEDN_FAULT_DIR": str(tmp_path / "faults"),
+           "MEDN_FAULT_INJECT": "default:s01:1"}
+    first = CliRunner().invoke(app, args, env=env)
+    assert first.exit_code == 1, first.output
+    assert "fold(s) s01 did not finish" in " ".join(first.output.split())
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("train/synth-3class")
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
+    assert [r.data.tags["medn.fold"] for r in failed] == ["s01"]
+    assert "injected fault" in failed[0].data.tags["medn.error"]
+    again = CliRunner().invoke(app, args, env=env)  # the fault fired once: now s01 trains
+    assert again.exit_code == 0, again.output
+    assert "3 of 4 folds already finished, 1 to train" in " ".join(again.output.split())

@@ -33,13 +33,14 @@ def _train(given: dict[str, Any], extra: dict[str, Any]) -> None:
     except (StudySpecError, StudyOptionsError, ValueError) as err:
         raise fail(str(err), 2) from None
     outcome = run_study_command(spec, options, executor="local")
-    if outcome.problems or any(v.failed_attempts for v in outcome.variants):
-        failed = sorted({s for v in outcome.variants for s in v.missing
-                         if not options.folds or s in options.folds})
-        raise fail(f"fold(s) {', '.join(failed) or '-'} did not finish (failed runs are kept "
-                   "in MLflow); re-run the same command to retry them", 1)
-    if not options.folds and not outcome.complete:
-        raise fail("the training is incomplete; re-run the same command to resume it", 1)
+    if outcome.problems:  # already printed one by one: results wait in the spool
+        raise fail("the training is incomplete (see the problems above); re-run the same "
+                   "command to resume it", 1)
+    failed = sorted({s for v in outcome.variants for s in v.missing
+                     if not options.folds or s in options.folds})
+    if failed:
+        raise fail(f"fold(s) {', '.join(failed)} did not finish (their failed runs are kept in "
+                   "MLflow); re-run the same command to retry them", 1)
 
 
 train = options_command("train", _train, extra=[CONFIG], doc=DOC)
