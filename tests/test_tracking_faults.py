@@ -93,23 +93,27 @@ def test_a_second_driver_of_the_same_experiment_is_refused_with_who_runs_it(tmp_
 
 def test_drivers_the_lock_cannot_see_still_leave_one_finished_run_per_fold(tmp_path):
     # Two processes without the claim (what two machines sharing one tracking server are)
-    # log every fold of one parent at the same moment.
+    # open the variant's parent and log every fold at the same moment.
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = tiny_config()
     data = random_dataset(cfg, subjects=3, clips_per_subject=4)
     writer = RunTreeWriter(uri, "shared", claim=False, spool_dir=tmp_path / "spool")
-    parent = writer.parent_run("v", cfg, data, {})
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, str(CHILD), "log_folds", uri, "shared", str(go),
                                str(tmp_path / f"spool-{i}")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
              for i in range(2)]
     go.write_text("go")
-    kept = []
+    kept, parents = [], set()
     for proc in procs:
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err[-2000:]
-        kept.append(json.loads(out.strip().splitlines()[-1])["kept"])
+        result = json.loads(out.strip().splitlines()[-1])
+        kept.append(result["kept"])
+        parents.add(result["parent"])
+    (parent,) = parents  # both drivers ended up on one parent ...
+    live = MlflowClient(uri).search_runs([writer.experiment_id], "tags.`medn.role` = 'parent'")
+    assert [r.info.run_id for r in live] == [parent]  # ... and no other is left
     finished = writer.finished_folds(parent)
     runs = writer.children(parent)
     assert sorted(finished) == list(data.subject_ids)
@@ -137,6 +141,24 @@ def test_a_duplicate_finished_fold_run_is_reconciled_to_the_oldest(tmp_path):
     assert client.get_run(other).info.status == "KILLED"
     assert client.get_run(other).data.tags["medn.duplicate_of"] == first
     assert writer.finished_folds(parent) == {"s01": first}
+
+
+def test_a_rival_new_parent_is_reconciled_to_the_oldest(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = tiny_config()
+    data = random_dataset(cfg, subjects=2, clips_per_subject=4)
+    writer = RunTreeWriter(uri, "rival", claim=False, spool_dir=tmp_path / "spool")
+    first = writer.parent_run("v", cfg, data, {"medn.study": "s"})
+    # another driver that looked before ``first`` existed made its own parent of the same key
+    client = MlflowClient(uri)
+    tags = {k: v for k, v in client.get_run(first).data.tags.items()
+            if k.startswith("medn.")}
+    rival = client.create_run(writer.experiment_id, tags=tags).info.run_id
+    since = client.get_run(first).info.start_time - 1
+    parent_filter = writer._parent_filter("v", cfg, data, {"medn.study": "s"})  # noqa: SLF001
+    assert writer._keep_one_parent(parent_filter, rival, since) == first  # noqa: SLF001
+    assert client.get_run(rival).info.lifecycle_stage == "deleted"
+    assert writer.find_parent("v", cfg, data, {"medn.study": "s"}) == first
 
 
 def test_two_processes_open_a_fresh_sqlite_store_at_the_same_moment(tmp_path):

@@ -5,8 +5,8 @@
 - ``hold URI EXPERIMENT``: open a writer (claiming the experiment), print ``{"ready": true}``,
   then wait until stdin closes;
 - ``open URI EXPERIMENT GO_FILE``: wait for ``GO_FILE``, then open a writer on a (fresh) store;
-- ``log_folds URI EXPERIMENT GO_FILE SPOOL``: wait for ``GO_FILE``, then log every fold of
-  the parent ``v`` without claiming the experiment;
+- ``log_folds URI EXPERIMENT GO_FILE SPOOL``: wait for ``GO_FILE``, then get or create the
+  parent ``v`` and log every fold, without claiming the experiment;
 - ``open_parent URI EXPERIMENT``: open a writer and create a parent run;
 - ``full_spool DIR STORE``: the spool on a tiny filesystem mounted at ``DIR``, the sqlite store
   in ``STORE`` taken away: one fold waits in the spool, the disk fills, the next fold arrives;
@@ -142,7 +142,8 @@ def main() -> None:
             data = random_dataset(cfg, subjects=3, clips_per_subject=4)
             writer = RunTreeWriter(args[0], args[1], claim=False, spool_dir=Path(args[3]))
             parent = writer.parent_run("v", cfg, data, {})
-            out = {"kept": {s: writer.log_fold(parent, fake_result(data, s), {})
+            out = {"parent": parent,
+                   "kept": {s: writer.log_fold(parent, fake_result(data, s), {})
                             for s in data.subject_ids}}
         elif mode == "open_parent":
             cfg = tiny_config()

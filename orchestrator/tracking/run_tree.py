@@ -88,6 +88,9 @@ from orchestrator.tracking.tags import (
 )
 
 FOLD_RESULT_ARTIFACT = "fold_result.json"
+# Parents started this long before a driver looked for one may be a rival driver's new parent
+# (allows for clocks a little apart: a run's start time is the creating machine's).
+_RACE_WINDOW_MS = 60_000
 # Configuration fields that say where things are, not what is trained: not part of the digest.
 _LOCATION_FIELDS = ("data.annotations", "data.data_root", "data.cache_dir", "device")
 
@@ -240,17 +243,22 @@ class RunTreeWriter:
         return self._search(filt, order_by=["attributes.start_time ASC"])
 
     # -- parent runs ----------------------------------------------------------------------------
-    def find_parent(self, variant: str, cfg: MednConfig, data: PreparedDataset,
-                    tags: dict[str, str] | None = None) -> str | None:
-        """The newest parent run of (variant, configuration, dataset[, study]), if any."""
+    @staticmethod
+    def _parent_filter(variant: str, cfg: MednConfig, data: PreparedDataset,
+                       tags: dict[str, str] | None) -> str:
         parts = [f"tags.`{TAG_ROLE}` = '{ROLE_PARENT}'",
                  f"tags.`{TAG_VARIANT}` = {_filter_value(variant, 'variant')}",
                  f"tags.`{TAG_CONFIG_DIGEST}` = '{config_digest(cfg)}'",
                  f"tags.`{TAG_DATASET_DIGEST}` = {_filter_value(data.digest, 'dataset digest')}"]
         if tags and tags.get(TAG_STUDY):
             parts.append(f"tags.`{TAG_STUDY}` = {_filter_value(tags[TAG_STUDY], 'study')}")
-        runs = self._search(" and ".join(parts), order_by=["attributes.start_time DESC"],
-                            max_results=1)
+        return " and ".join(parts)
+
+    def find_parent(self, variant: str, cfg: MednConfig, data: PreparedDataset,
+                    tags: dict[str, str] | None = None) -> str | None:
+        """The newest parent run of (variant, configuration, dataset[, study]), if any."""
+        runs = self._search(self._parent_filter(variant, cfg, data, tags),
+                            order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
     def parent_state(self, run_id: str) -> ParentState:
@@ -269,22 +277,11 @@ class RunTreeWriter:
         resumed parent is set back to RUNNING and gets what waits for it in the spool logged.
         ``description`` (markdown) becomes the run's description in the MLflow UI.
         """
+        searched_at = int(time.time() * 1000)
         if not fresh:
             existing = self.find_parent(variant, cfg, data, tags)
             if existing is not None:
-                state = self.parent_state(existing)
-                self._parent_tags[existing] = state.tags
-                if state.status != "RUNNING":
-                    self._mlflow.update_run(existing, status="RUNNING")
-                extra = {k: str(v) for k, v in tags.items() if state.tags.get(k) != str(v)}
-                if description and state.tags.get(MLFLOW_RUN_NOTE) != description:
-                    extra[MLFLOW_RUN_NOTE] = description
-                if extra:  # e.g. a missing-clips count that changed since the last run
-                    self.log_batch(existing, tags=[RunTag(k, _truncate(v))
-                                                   for k, v in extra.items()])
-                    self._parent_tags[existing].update(extra)
-                self.flush_spool(existing)
-                return existing
+                return self._resume_parent(existing, tags, description)
         run_tags: dict[str, str] = {
             TAG_ROLE: ROLE_PARENT,
             TAG_VARIANT: variant,
@@ -320,7 +317,41 @@ class RunTreeWriter:
 
         metrics, tags = parent_cost(cfg, data)  # parameters, FLOPs per clip (Table VI's claim)
         self.log_batch(run_id, metrics=metrics, tags=tags)
+        if fresh:
+            return run_id
+        kept = self._keep_one_parent(self._parent_filter(variant, cfg, data, tags), run_id,
+                                     since_ms=searched_at - _RACE_WINDOW_MS)
+        return run_id if kept == run_id else self._resume_parent(kept, tags, description)
+
+    def _resume_parent(self, run_id: str, tags: dict[str, str],
+                       description: str | None) -> str:
+        state = self.parent_state(run_id)
+        self._parent_tags[run_id] = state.tags
+        if state.status != "RUNNING":
+            self._mlflow.update_run(run_id, status="RUNNING")
+        extra = {k: str(v) for k, v in tags.items() if state.tags.get(k) != str(v)}
+        if description and state.tags.get(MLFLOW_RUN_NOTE) != description:
+            extra[MLFLOW_RUN_NOTE] = description
+        if extra:  # e.g. a missing-clips count that changed since the last run
+            self.log_batch(run_id, tags=[RunTag(k, _truncate(v)) for k, v in extra.items()])
+            self._parent_tags[run_id].update(extra)
+        self.flush_spool(run_id)
         return run_id
+
+    def _keep_one_parent(self, parent_filter: str, mine: str, since_ms: int) -> str:
+        """One parent per (variant, configuration, dataset, study) when drivers the lock cannot
+        see both created one at the same moment: of the RUNNING parents started since
+        ``since_ms`` the oldest is kept and the others are deleted (they hold nothing yet);
+        every driver applies the same rule, so they agree."""
+        rivals = self._search(f"{parent_filter} and attributes.status = 'RUNNING' and "
+                              f"attributes.start_time >= {int(since_ms)}")
+        if len(rivals) <= 1:
+            return mine
+        keep = min(rivals, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
+        if keep != mine:
+            self.set_tags(mine, {TAG_DUPLICATE_OF: keep})
+            self._mlflow.delete_run(mine)
+        return keep
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Set tags on a run of this experiment (values truncated to MLflow's limit)."""
