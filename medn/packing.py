@@ -403,7 +403,10 @@ def train_folds(cfg: MednConfig, data: PreparedDataset, subjects: Sequence[str],
 
     test_width = max(len(f.test_idx) for f in folds)
     test_index = torch.stack([torch.cat([f.test_idx, f.test_idx[-1:].expand(
-        test_width - len(f.test_idx))]) for f in folds]).to(device)       # (K, M)
+        test_width - len(f.test_idx))]) for f in folds])                  # (K, M)
+    # the evaluation batches, cut as train_fold cuts them, sent to the device once
+    test_chunks = [test_index[:, chunk].to(device)
+                   for chunk in _split(torch.arange(test_width), cfg.optim.batch_size)]
 
     histories: list[list[dict[str, float]]] = [[] for _ in folds]
     errors: dict[str, BaseException] = {}
@@ -494,8 +497,7 @@ def train_folds(cfg: MednConfig, data: PreparedDataset, subjects: Sequence[str],
             score_parts, au_parts = [], []
             feature_parts: dict[str, list[Tensor]] = {}
             with torch.inference_mode():
-                for chunk in _split(torch.arange(test_width), cfg.optim.batch_size):
-                    idx = test_index[:, chunk.to(device)]
+                for idx in test_chunks:
                     x, kwargs = batch(idx)
                     sc, au_sc, feats = predict(stacked.params, stacked.buffers, x, apex[idx],
                                                kwargs)
