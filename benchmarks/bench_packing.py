@@ -358,6 +358,13 @@ def print_table(rows: list[Measurement], device: str, threads: int) -> None:
         print(f"{row.profile:8} {label:>4} {row.folds:5d} {row.seconds_per_fold:8.2f} "
               f"{3600 / row.seconds_per_fold:8.0f} {speed} {cpu} {cpu_ratio} {ops} {ops_ratio} "
               f"{mem} {tf} {mfu}")
+    shared = [r for r in rows if "x" in r.k]
+    packed = [r for r in rows if r.k not in ("1", "p1") and "x" not in r.k]
+    if shared and packed:
+        best = min(packed, key=lambda r: r.seconds_per_fold)
+        print(f"fold throughput, best pack (K={best.k}) vs {shared[0].k} processes sharing the "
+              f"device: x{shared[0].seconds_per_fold / best.seconds_per_fold:.2f} (goal on a "
+              "GPU: >= 4)")
     print("K=1: unpacked train_fold, one fold after the other; p1: a pack of one; NxM: N "
           "processes sharing the device (unpacked);\nx unp. = unpacked / packed time (>1: "
           "packed faster) and packed / unpacked ops; cpu-s: this process's CPU time (robust "
