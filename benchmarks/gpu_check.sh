@@ -38,11 +38,17 @@ if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
     "$PY" -c "import torch; print('== GPU:', torch.cuda.get_device_name(0), '| torch',
         torch.__version__, '| CUDA', torch.version.cuda)"
     echo "== gpu tests"
+    tests=0
     "$PY" -m pytest -m gpu tests/test_gpu.py -q -rs -p no:cacheprovider \
-        | tee "$OUT/gpu_tests.txt"
+        | tee "$OUT/gpu_tests.txt" || tests=$?
+    # the table is worth having even when a test failed: the script's status says so at the end
     echo "== benchmark (paper profile on the GPU)"
     "$PY" benchmarks/bench_packing.py --gpu-check --json "$OUT/gpu_table.json" \
         | tee "$OUT/gpu_table.txt"
+    if [ "$tests" -ne 0 ]; then
+        echo "== gpu tests FAILED (exit $tests): see $OUT/gpu_tests.txt" >&2
+        exit "$tests"
+    fi
 else
     echo "== no CUDA GPU: CPU smoke path (the gpu tests skip with their reasons)"
     "$PY" -m pytest -m gpu tests/test_gpu.py -q -rs -p no:cacheprovider \
