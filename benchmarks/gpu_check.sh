@@ -11,7 +11,8 @@
 #    4 trials on the GPU at once);
 # 3. one table: paper-profile fold time unpacked and packed K = 8 / 16 / 32 / all, achieved
 #    TFLOPS and MFU, GPU memory per fold, the throughput of 4 processes sharing the GPU (what a
-#    --gpus-per-trial 0.25 study runs), and torch.compile / CUDA graphs on the quick step.
+#    --gpus-per-trial 0.25 study runs), and CUDA graphs (torch.compile mode="reduce-overhead")
+#    on the quick step.
 #
 # Without a GPU it runs the CPU smoke path of the same code (the gpu tests skip, each with its
 # reason; the benchmark runs its smoke settings), so this script is exercised in CI
