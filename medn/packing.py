@@ -541,8 +541,8 @@ def train_folds(cfg: MednConfig, data: PreparedDataset, subjects: Sequence[str],
     return results
 
 
-# On CPU a fold costs about the same per clip packed or not (the arithmetic dominates): packs
-# of more than this many folds only add memory (see docs/training.md, "Packed training").
+# On CPU a fold costs about the same CPU time packed or not (the arithmetic dominates) and
+# more memory: packs asked for on CPU hold at most this many folds at once (docs/training.md).
 CPU_PACK_LIMIT = 8
 # share of the device memory packs may use, and the margin on the probe (vmap's batching
 # rules and the allocator's fragmentation add to one fold's own peak)
@@ -585,7 +585,7 @@ def max_pack_size(cfg: MednConfig, data: PreparedDataset, device: torch.device |
     CUDA: ``MEMORY_SHARE`` of this process's share of the device memory (``memory_fraction``,
     e.g. 0.25 for a quarter GPU; never more than what is free), less the dataset kept on the
     device, divided by one fold's measured peak (``fold_memory_bytes``) x ``PROBE_MARGIN``.
-    CPU: ``CPU_PACK_LIMIT`` (packing does not make a CPU faster beyond it, measured).
+    CPU: ``CPU_PACK_LIMIT`` (packing does not make a CPU faster; it only adds memory).
     """
     device = device or resolve_device(cfg)
     if device.type != "cuda":

@@ -112,8 +112,9 @@ class StudyOptions(BaseModel):
         commands=(STUDY,), show_default="2"), Field(ge=0)] = 2
     pack: Annotated[str, Flag(
         "--pack", "folds of one variant a trial trains together as ONE stacked model: a "
-        "number, or auto (enough folds per trial to keep every trial slot busy, in parts that "
-        "fit the device); 1 = one fold per trial, unpacked", str | None, commands=(STUDY,),
+        "number, or auto (GPU trials: enough folds per trial to keep every trial slot busy, in "
+        "parts that fit the GPU; CPU trials: one fold, packing does not pay there); 1 = one "
+        "fold per trial, unpacked", str | None, commands=(STUDY,),
         show_default="auto")] = "auto"
     trials: Annotated[int | None, Flag(
         "--trials", "trial budget of the search", int | None, commands=(STUDY,),
