@@ -304,5 +304,6 @@ def test_cli_study_command_rejects_bad_input_before_running(user_dir: Path) -> N
                               env={"COLUMNS": "200"}).output
     for flag in ("--dataset", "--annotations", "--data-root", "--task", "--profile",
                  "--address", "--tracking-uri", "--gpus-per-trial", "--cpus-per-trial",
-                 "--max-concurrent", "--max-failures", "--fresh", "--set"):
+                 "--max-concurrent", "--max-failures", "--fresh", "--set", "--allow-missing",
+                 "--cache-dir"):
         assert flag in help_text

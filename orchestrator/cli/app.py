@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 app = typer.Typer(
@@ -46,8 +48,17 @@ def main() -> None:
     """Entry point of the ``medn`` console script: the process-wide environment defaults of
     Ray and MLflow, Ctrl-C and SIGTERM routed to one handler, then the command."""
     from orchestrator.execution.environment import apply_env_defaults
-    from orchestrator.execution.interrupts import install
+    from orchestrator.execution.interrupts import Interrupted, install, received
 
     apply_env_defaults()
     install()
-    app()
+    try:
+        app()
+    except SystemExit as exit_:
+        # a command without its own handling ends on a signal as Typer's exit 130: say which
+        # signal and exit as shells report it, 128 + the signal (130 Ctrl-C, 143 SIGTERM)
+        name = received()
+        if name is not None and exit_.code in (1, 130):
+            print(f"error: interrupted by {name}", file=sys.stderr)
+            raise SystemExit(Interrupted(name).exit_code) from None
+        raise

@@ -37,8 +37,11 @@ def run_study_command(spec: Any, options: Any, executor: str) -> Any:
     except StudyError as err:
         raise fail(str(err), 1) from None
     except KeyboardInterrupt as err:
+        from orchestrator.execution import interrupts
+
         name = err.signal_name if isinstance(err, Interrupted) else "SIGINT"
         code = err.exit_code if isinstance(err, Interrupted) else 130
+        interrupts.reset()  # reported here, with what it means for the runs
         raise fail(f"interrupted by {name}: folds already finished are kept in MLflow and the "
                    "parent runs were ended as KILLED; run the same command again to resume",
                    code) from None
