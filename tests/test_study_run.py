@@ -10,11 +10,13 @@ tree, the resume (no fold trained twice into FINISHED, none missing) and the ret
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -142,6 +144,15 @@ def test_run_tree_has_five_parents_with_one_finished_child_per_fold(study_run: d
             assert 0.0 <= parent.data.metrics[key] <= 1.0
         artifacts = {a.path for a in client.list_artifacts(pid)}
         assert {"config.yaml", "predictions.csv", "confusion_matrix.png"} <= artifacts
+        # the per-clip QC table travels with the dataset input: a header and one row per clip
+        where = tempfile.mkdtemp()
+        with open(client.download_artifacts(pid, "data/qc.csv", where), encoding="utf-8") as fh:
+            qc_rows = list(csv.DictReader(fh))
+        with open(client.download_artifacts(pid, "predictions.csv", where),
+                  encoding="utf-8") as fh:
+            predicted = {row["clip"] for row in csv.DictReader(fh)}
+        assert {row["clip"] for row in qc_rows} == predicted
+        assert {row["status"] for row in qc_rows} == {"prepared"}
         folds = [r.data.tags["medn.fold"] for r in finished
                  if r.data.tags.get("mlflow.parentRunId") == pid]
         n_folds = int(parent.data.tags["medn.folds"])

@@ -53,7 +53,9 @@ from mlflow.utils.validation import MAX_DATASET_DIGEST_SIZE, MAX_TAG_VAL_LENGTH
 from medn import config as medn_config
 from medn.config import MednConfig
 from medn.data.prepared import PreparedDataset
+from medn.data.qc import qc_table_csv
 from medn.train import FoldResult
+from orchestrator.cost import parent_cost
 from orchestrator.git_info import git_commit
 from orchestrator.tracking import pooling
 from orchestrator.tracking.experiment import ExperimentClaim, open_experiment
@@ -309,12 +311,8 @@ class RunTreeWriter:
         self._mlflow.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"),
                                                      sort_keys=False), "config.yaml")
         self._mlflow.log_inputs(run_id, datasets=[_dataset_input(cfg, data)])
-        from medn.data.qc import qc_table_csv
-
         # Per-clip alignment QC beside the dataset input, so a run shows what it was fed.
         self._mlflow.log_text(run_id, qc_table_csv(data), "data/qc.csv")
-        from orchestrator.cost import parent_cost
-
         metrics, tags = parent_cost(cfg, data)  # parameters, FLOPs per clip (Table VI's claim)
         self.log_batch(run_id, metrics=metrics, tags=tags)
         if fresh:

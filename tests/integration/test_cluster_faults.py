@@ -1,4 +1,5 @@
-"""A study on the cluster topology of docker/compose.yaml, with faults (issue 5 §2-§3).
+"""A study on the cluster topology of docker/compose.yaml, with faults: a killed worker node,
+a restarted tracking server and a killed driver.
 
 ``medn study`` runs as a user runs it (a subprocess, ``--address`` of the two-node Ray cluster,
 ``--tracking-uri`` of the MLflow server on PostgreSQL) and the run tree is read back through the
