@@ -294,7 +294,7 @@ def test_medn_ui_serves_the_store(store: dict, tmp_path: Path) -> None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
-    assert f"http://localhost:{port}" in (tmp_path / "ui.log").read_text()
+    assert f"http://127.0.0.1:{port}" in (tmp_path / "ui.log").read_text()
 
 
 # -- seeds and paired comparisons, written by the real RunTreeWriter ---------------------------
