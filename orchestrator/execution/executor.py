@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from medn.config import SMALL_PROFILES
 from orchestrator.execution import interrupts
 from orchestrator.execution.context import (
     ExecutionReport,
@@ -35,10 +36,10 @@ from orchestrator.execution.units import Unit, VariantState
 
 
 def default_threads(profile: str) -> int:
-    """torch CPU threads of the local executor: one for the small smoke/quick models
-    (measured: a quick fold costs ~7x more CPU time on two threads than on one), all cores for
-    ``paper``."""
-    return 1 if profile in ("smoke", "quick") else (os.cpu_count() or 1)
+    """torch CPU threads of the local executor: one for the small models of
+    ``SMALL_PROFILES`` (measured: a quick fold costs ~7x more CPU time on two threads than on
+    one), all cores for the paper-size ones."""
+    return 1 if profile in SMALL_PROFILES else (os.cpu_count() or 1)
 
 
 def execute_states(ctx: StudyContext, states: list[VariantState], title: str,
