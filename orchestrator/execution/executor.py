@@ -185,11 +185,7 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
             "GCS address (host:6379) from a machine of the cluster, or submit the command with "
             "`ray job submit -- medn study ...`.")
     with ray_session(options.address, ctx.ray_log_file) as session:
-        gpus = options.resolve_gpus_per_trial(session.cluster_gpus)
-        cpus = float(options.cpus_per_trial)
-        if cpus > session.cluster_cpus:
-            raise StudyInputError(f"--cpus-per-trial {cpus:g}: the Ray cluster has only "
-                                  f"{session.cluster_cpus:g} CPUs")
+        gpus, cpus = session.trial_resources(options)
         open_parents(ctx, list(recorder.states.values()))  # every check has passed
         needed = {u.data_key for u in units}
         refs = {key: ray.put(ctx.datasets[key]) for key in needed}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.execution import interrupts
-from orchestrator.execution.context import StudyError
+from orchestrator.execution.context import StudyError, StudyInputError
 from orchestrator.execution.environment import apply_env_defaults
 from orchestrator.execution.faults import fault_env
 
@@ -39,6 +39,16 @@ class RaySession:
     def local(self) -> bool:
         """Whether this process started its own local Ray instance."""
         return self.address is None
+
+    def trial_resources(self, options: Any) -> tuple[float, float]:
+        """``(gpus, cpus)`` per trial from the study options, checked against this cluster;
+        a ``StudyInputError`` naming the flag when a trial could never be placed."""
+        gpus = options.resolve_gpus_per_trial(self.cluster_gpus)
+        cpus = float(options.cpus_per_trial)
+        if cpus > self.cluster_cpus:
+            raise StudyInputError(f"--cpus-per-trial {cpus:g}: the Ray cluster has only "
+                                  f"{self.cluster_cpus:g} CPUs")
+        return gpus, cpus
 
 
 def _route_ray_logs(log_file: Path) -> logging.Handler:

@@ -525,11 +525,7 @@ def _run_driver(ctx: StudyContext, driver: SearchDriver, total: ExecutionReport)
     driver.recorder = recorder
     stop = threading.Event()
     with ray_session(options.address, ctx.ray_log_file) as session:
-        gpus = options.resolve_gpus_per_trial(session.cluster_gpus)
-        cpus = float(options.cpus_per_trial)
-        if cpus > session.cluster_cpus:
-            raise StudyInputError(f"--cpus-per-trial {cpus:g}: the Ray cluster has only "
-                                  f"{session.cluster_cpus:g} CPUs")
+        gpus, cpus = session.trial_resources(options)
         slots = max(1, math.floor(session.cluster_cpus / cpus))
         if gpus > 0:
             slots = min(slots, max(1, math.floor(session.cluster_gpus / gpus)))
