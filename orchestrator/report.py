@@ -421,7 +421,14 @@ def to_rich(df: pd.DataFrame, width: int | None = None) -> Table:
     columns, rows = _display_rows(df)
     notes = list(df.attrs.get("notes", []))
     if width is not None and width < NARROW:
-        dropped = [c for c in OPTIONAL_COLUMNS if c in columns and not (
+        optional = list(OPTIONAL_COLUMNS)
+        if "label" in columns:
+            labels = [row[columns.index("label")] for row in rows]
+            if len(set(labels)) < len(labels):
+                # Labels repeat (one paper row run in two readings): only the variant names
+                # tell the rows apart, so they stay and the labels go.
+                optional = ["label" if c == "variant" else c for c in optional]
+        dropped = [c for c in optional if c in columns and not (
             c == "variant" and "label" not in columns)]
         keep = [i for i, c in enumerate(columns) if c not in dropped]
         columns, rows = [columns[i] for i in keep], [[r[i] for i in keep] for r in rows]

@@ -426,3 +426,15 @@ def test_rich_table_fits_the_terminal(store: dict) -> None:
     assert max(len(line) for line in narrow.splitlines()) <= 80
     assert "no1-plain-vit" not in narrow and "narrow terminal: variant" in narrow
     assert "no1-plain-vit" in wide and "paper" in wide and "narrow terminal" not in wide
+
+
+def test_narrow_table_keeps_variant_names_when_labels_repeat(store: dict) -> None:
+    from rich.console import Console
+
+    df = study_table(store["uri"], "ablation-components", "synth", 3).copy()
+    df["label"] = "same row"  # as when one paper row is run in two readings (sparsity-rates)
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(render(df, "table"))
+    narrow = console.export_text()
+    assert "no1-plain-vit" in narrow and "no5-full" in narrow
+    assert "narrow terminal: label" in narrow
