@@ -184,9 +184,11 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
             "node, away from this process's single MLflow writer and spool. Use the cluster's "
             "GCS address (host:6379) from a machine of the cluster, or submit the command with "
             "`ray job submit -- medn study ...`.")
-    with ray_session(options.address, ctx.ray_log_file) as session:
+    # the watcher starts with Ray: a put into a dead raylet's object store ends this process
+    # at once (exit 1, silent), so it must see the death before the first put, not at fit
+    with ray_session(options.address, ctx.ray_log_file) as session, raylet_watchdog(
+            lambda pid, code: _raylet_lost(ctx, recorder, pid, code)):
         gpus, cpus = session.trial_resources(options)
-        open_parents(ctx, list(recorder.states.values()))  # every check has passed
         needed = {u.data_key for u in units}
         refs = {key: ray.put(ctx.datasets[key]) for key in needed}
         # a trial trains a pack of one variant's pending folds (--pack; 1 = one fold)
@@ -212,9 +214,9 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
                 log_to_file=True),
         )
+        open_parents(ctx, list(recorder.states.values()))  # every check has passed
         try:
-            with interrupts.graceful(stop.set), raylet_watchdog(
-                    lambda pid, code: _raylet_lost(ctx, recorder, pid, code)):
+            with interrupts.graceful(stop.set):
                 tuner.fit()
         except (KeyboardInterrupt, StudyError):
             raise
@@ -241,12 +243,14 @@ def _raylet_lost(ctx: StudyContext, recorder: StudyRecorder, pid: int, code: int
     message = (f"Ray's raylet (pid {pid}) died ({how}; killed, or out of memory?) and Ray "
                "cannot go on: the study stopped. Folds already FINISHED are kept in MLflow; "
                f"re-run the same command to resume. Ray's log: {ctx.ray_log_file}")
+    # the message first: the main thread may still call into Ray, which ends the process
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                               soft_wrap=True)
+    sys.stderr.flush()
     try:
         recorder.flush(force=True)
         end_interrupted(ctx, list(recorder.states.values()))
     finally:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
-                                   soft_wrap=True)
         sys.stdout.flush()
         sys.stderr.flush()
         from orchestrator.execution.ray_setup import stop_local_ray

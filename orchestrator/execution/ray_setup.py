@@ -163,7 +163,7 @@ def local_raylet() -> Any:
 
 @contextmanager
 def raylet_watchdog(on_lost: Callable[[int, int | None], None],
-                    interval_s: float = 0.5) -> Iterator[None]:
+                    interval_s: float = 0.05) -> Iterator[None]:
     """Call ``on_lost(pid, returncode)`` from a watcher thread if the local raylet dies.
 
     Ray's core worker ends the whole driver process (exit 1, no Python handler runs) some

@@ -504,9 +504,9 @@ def _run_driver(ctx: StudyContext, driver: SearchDriver, total: ExecutionReport)
 
     from orchestrator.execution import interrupts
     from orchestrator.execution.callbacks import StudyCallback
-    from orchestrator.execution.executor import _stop_flag
+    from orchestrator.execution.executor import _raylet_lost, _stop_flag
     from orchestrator.execution.progress import LiveProgress
-    from orchestrator.execution.ray_setup import ray_session
+    from orchestrator.execution.ray_setup import ray_session, raylet_watchdog
     from orchestrator.execution.recorder import ResultsNotLogged, StudyRecorder
 
     options = ctx.options
@@ -524,7 +524,8 @@ def _run_driver(ctx: StudyContext, driver: SearchDriver, total: ExecutionReport)
                                f"{recorder.last_error}); start it and re-run the same command")
     driver.recorder = recorder
     stop = threading.Event()
-    with ray_session(options.address, ctx.ray_log_file) as session:
+    with ray_session(options.address, ctx.ray_log_file) as session, raylet_watchdog(
+            lambda pid, code: _raylet_lost(ctx, recorder, pid, code)):
         gpus, cpus = session.trial_resources(options)
         slots = max(1, math.floor(session.cluster_cpus / cpus))
         if gpus > 0:
