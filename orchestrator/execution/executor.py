@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
 
 from medn.config import SMALL_PROFILES
 from orchestrator.execution import interrupts
@@ -25,7 +21,6 @@ from orchestrator.execution.context import (
     StudyContext,
     StudyError,
     StudyInputError,
-    end_interrupted,
     open_parents,
     refresh_finished,
 )
@@ -147,27 +142,6 @@ def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
     epoch_note[0] = ""
 
 
-def _stop_flag(event: threading.Event) -> Any:
-    """A Tune stopper whose ``stop_all`` follows ``event`` (a pruned configuration, Ctrl-C)."""
-    from ray import tune
-
-    class StopFlag(tune.Stopper):
-        # the event is an argument, not a closure cell: cloudpickle would pickle the cell
-        def __init__(self, flag: threading.Event) -> None:
-            self.event: threading.Event | None = flag
-
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return False
-
-        def stop_all(self) -> bool:
-            return self.event is not None and self.event.is_set()
-
-        def __getstate__(self) -> dict:  # Tune pickles it for Tuner.restore, unused here
-            return {"event": None}
-
-    return StopFlag(event)
-
-
 def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
               stop: threading.Event) -> None:
     import ray
@@ -175,7 +149,8 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
 
     from orchestrator.execution.callbacks import StudyCallback
     from orchestrator.execution.packs import make_packs, parse_pack, train_pack, trial_slots
-    from orchestrator.execution.ray_setup import ray_session, raylet_watchdog
+    from orchestrator.execution.ray_setup import ray_session
+    from orchestrator.execution.tune_guards import stop_flag, watch_raylet
 
     options = ctx.options
     if (options.address or "").startswith("ray://"):
@@ -184,10 +159,7 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
             "node, away from this process's single MLflow writer and spool. Use the cluster's "
             "GCS address (host:6379) from a machine of the cluster, or submit the command with "
             "`ray job submit -- medn study ...`.")
-    # the watcher starts with Ray: a put into a dead raylet's object store ends this process
-    # at once (exit 1, silent), so it must see the death before the first put, not at fit
-    with ray_session(options.address, ctx.ray_log_file) as session, raylet_watchdog(
-            lambda pid, code: _raylet_lost(ctx, recorder, pid, code)):
+    with ray_session(options.address, ctx.ray_log_file) as session, watch_raylet(ctx, recorder):
         gpus, cpus = session.trial_resources(options)
         needed = {u.data_key for u in units}
         refs = {key: ray.put(ctx.datasets[key]) for key in needed}
@@ -210,7 +182,7 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
                 name=ctx.run_name, storage_path=str(ctx.tune_storage), verbose=0,
-                callbacks=[StudyCallback(recorder)], stop=_stop_flag(stop),
+                callbacks=[StudyCallback(recorder)], stop=stop_flag(stop),
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
                 log_to_file=True),
         )
@@ -231,29 +203,3 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
                 "already FINISHED are kept in MLflow and results received are in the spool; "
                 f"re-run the same command to resume. Ray's log: {ctx.ray_log_file}") from None
         interrupts.raise_if_received()
-
-
-def _raylet_lost(ctx: StudyContext, recorder: StudyRecorder, pid: int, code: int | None) -> None:
-    """The local raylet died (killed, out of memory): Ray is about to end this process with
-    its own text only. Say what happened, keep what can be kept, end the open parents as
-    KILLED, and exit 1 before it does."""
-    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    ctx.console.line()
-    ctx.console.file.flush()
-    message = (f"Ray's raylet (pid {pid}) died ({how}; killed, or out of memory?) and Ray "
-               "cannot go on: the study stopped. Folds already FINISHED are kept in MLflow; "
-               f"re-run the same command to resume. Ray's log: {ctx.ray_log_file}")
-    # the message first: the main thread may still call into Ray, which ends the process
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
-                               soft_wrap=True)
-    sys.stderr.flush()
-    try:
-        recorder.flush(force=True)
-        end_interrupted(ctx, list(recorder.states.values()))
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        from orchestrator.execution.ray_setup import stop_local_ray
-
-        stop_local_ray()  # GCS and agents would outlive this process
-        os._exit(1)

@@ -504,10 +504,10 @@ def _run_driver(ctx: StudyContext, driver: SearchDriver, total: ExecutionReport)
 
     from orchestrator.execution import interrupts
     from orchestrator.execution.callbacks import StudyCallback
-    from orchestrator.execution.executor import _raylet_lost, _stop_flag
     from orchestrator.execution.progress import LiveProgress
-    from orchestrator.execution.ray_setup import ray_session, raylet_watchdog
+    from orchestrator.execution.ray_setup import ray_session
     from orchestrator.execution.recorder import ResultsNotLogged, StudyRecorder
+    from orchestrator.execution.tune_guards import stop_flag, watch_raylet
 
     options = ctx.options
     if (options.address or "").startswith("ray://"):
@@ -524,8 +524,7 @@ def _run_driver(ctx: StudyContext, driver: SearchDriver, total: ExecutionReport)
                                f"{recorder.last_error}); start it and re-run the same command")
     driver.recorder = recorder
     stop = threading.Event()
-    with ray_session(options.address, ctx.ray_log_file) as session, raylet_watchdog(
-            lambda pid, code: _raylet_lost(ctx, recorder, pid, code)):
+    with ray_session(options.address, ctx.ray_log_file) as session, watch_raylet(ctx, recorder):
         gpus, cpus = session.trial_resources(options)
         slots = max(1, math.floor(session.cluster_cpus / cpus))
         if gpus > 0:
@@ -544,7 +543,7 @@ def _run_driver(ctx: StudyContext, driver: SearchDriver, total: ExecutionReport)
                                         max_concurrent_trials=driver.slots, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=ctx.run_name, storage_path=str(ctx.tune_storage), verbose=0,
-                callbacks=[StudyCallback(recorder)], stop=_stop_flag(stop),
+                callbacks=[StudyCallback(recorder)], stop=stop_flag(stop),
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
                 log_to_file=True),
         )
