@@ -10,6 +10,7 @@ so the URI that medn prints, logs and names files after never holds them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -44,6 +45,9 @@ def configure_mlflow_environment() -> None:
     them; called once when a command starts, never at import."""
     for key, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # a new sqlite store is created under medn's lock and said so in medn's own output; MLflow's
+    # INFO lines about its schema ("Creating initial MLflow database tables...") are noise there
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 _USERINFO = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
