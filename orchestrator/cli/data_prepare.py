@@ -17,12 +17,27 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medn.config import ConfigError, DataConfig, load_config
+from medn.config import ConfigError
+from orchestrator.cli.data_options import (
+    AnnotationsOption,
+    CacheDirOption,
+    DataRootOption,
+    DatasetOption,
+    FramesOption,
+    ProfileOption,
+    SeedOption,
+    SetOption,
+    SizeOption,
+    SubjectsOption,
+    SynthProfileOption,
+    TaskOption,
+    WorkersOption,
+    build_data_config,
+)
 
 if TYPE_CHECKING:  # torch and scikit-learn load only when a command runs
     from medn.data.dataset import Preparation
 
-DATASETS = ("synth", "casme2", "samm", "casme3a")
 T = TypeVar("T")
 
 
@@ -36,25 +51,6 @@ def run_with_progress(console: Console, description: str,
     with Progress(*columns, console=console, transient=transient) as bar:
         job = bar.add_task(description, total=None)
         return work(lambda done, total: bar.update(job, completed=done, total=total))
-
-
-def build_data_config(dataset: str, annotations: Path | None, data_root: Path | None,
-                      task: int | None, size: int | None, frames: int | None,
-                      cache_dir: Path | None, profile: str, synth_profile: str | None,
-                      subjects: int | None, seed: int | None,
-                      overrides: list[str] | None) -> DataConfig:
-    """The data configuration of ``profile`` (+ ``--set``) with the command's flags applied."""
-    flags = {"dataset": dataset, "annotations": annotations, "data_root": data_root,
-             "task": task, "size": size, "frames": frames, "cache_dir": cache_dir,
-             "synth_profile": synth_profile, "synth_subjects": subjects, "synth_seed": seed}
-    base = {"data": {k: (str(v) if isinstance(v, Path) else v)
-                     for k, v in flags.items() if v is not None}}
-    cfg = load_config(profile=profile, overrides=overrides, base=base)
-    # Flags win over --set for the fields they name.
-    for key, value in flags.items():
-        if value is not None:
-            setattr(cfg.data, key, value)
-    return cfg.data
 
 
 def summary_table(prep: Preparation) -> Table:
@@ -124,29 +120,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command("prepare")
     def prepare(
-        dataset: Annotated[str, typer.Option(help="synth, casme2, samm or casme3a")] = "synth",
-        annotations: Annotated[Path | None, typer.Option(
-            help="the dataset's annotation sheet (.xlsx); not for synth")] = None,
-        data_root: Annotated[Path | None, typer.Option(
-            help="the folder holding the subjects' frame folders (see docs/data.md)")] = None,
-        task: Annotated[int | None, typer.Option(help="label protocol: 3, 4, 5 or 7 classes")
-                        ] = None,
-        workers: Annotated[int | None, typer.Option(
-            min=1, help="worker processes (default: every core)")] = None,
-        size: Annotated[int | None, typer.Option(help="face crop / flow size in px")] = None,
-        frames: Annotated[int | None, typer.Option(help="T, frames sampled per clip")] = None,
-        cache_dir: Annotated[Path | None, typer.Option(help="preprocessing cache folder")
-                             ] = None,
-        profile: Annotated[str, typer.Option(
-            help="configuration profile whose data settings are used (smoke, quick, paper)")
-                           ] = "quick",
-        synth_profile: Annotated[str | None, typer.Option(
-            help="synth only: smoke, quick or full")] = None,
-        subjects: Annotated[int | None, typer.Option(help="synth only: number of subjects")
-                            ] = None,
-        seed: Annotated[int | None, typer.Option(help="synth only: generator seed")] = None,
-        set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="KEY=VALUE configuration override, e.g. data.au_min_count=5")] = None,
+        dataset: DatasetOption = "synth",
+        annotations: AnnotationsOption = None,
+        data_root: DataRootOption = None,
+        task: TaskOption = None,
+        workers: WorkersOption = None,
+        size: SizeOption = None,
+        frames: FramesOption = None,
+        cache_dir: CacheDirOption = None,
+        profile: ProfileOption = "quick",
+        synth_profile: SynthProfileOption = None,
+        subjects: SubjectsOption = None,
+        seed: SeedOption = None,
+        set_: SetOption = None,
         json_out: Annotated[bool, typer.Option(
             "--json", help="print one JSON object (counts, failed clips, per-clip QC) on stdout")
                             ] = False,
@@ -161,10 +147,6 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=json_out)
         errors = Console(stderr=True)
-        if dataset not in DATASETS:
-            errors.print(f"[red]error:[/red] --dataset: expected one of {', '.join(DATASETS)}, "
-                         f"got {dataset!r}")
-            raise typer.Exit(2)
         try:
             data_cfg = build_data_config(dataset, annotations, data_root, task, size, frames,
                                          cache_dir, profile, synth_profile, subjects, seed, set_)

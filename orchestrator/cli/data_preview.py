@@ -9,7 +9,23 @@ import typer
 from rich.console import Console
 
 from medn.config import ConfigError
-from orchestrator.cli.data_prepare import DATASETS, build_data_config, run_with_progress
+from orchestrator.cli.data_options import (
+    AnnotationsOption,
+    CacheDirOption,
+    DataRootOption,
+    DatasetOption,
+    FramesOption,
+    ProfileOption,
+    SeedOption,
+    SetOption,
+    SizeOption,
+    SubjectsOption,
+    SynthProfileOption,
+    TaskOption,
+    WorkersOption,
+    build_data_config,
+)
+from orchestrator.cli.data_prepare import run_with_progress
 
 
 def register(app: typer.Typer) -> None:
@@ -17,34 +33,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command("preview")
     def preview(
-        dataset: Annotated[str, typer.Option(help="synth, casme2, samm or casme3a")] = "synth",
-        annotations: Annotated[Path | None, typer.Option(
-            help="the dataset's annotation sheet (.xlsx); not for synth")] = None,
-        data_root: Annotated[Path | None, typer.Option(
-            help="the folder holding the subjects' frame folders (see docs/data.md)")] = None,
+        dataset: DatasetOption = "synth",
+        annotations: AnnotationsOption = None,
+        data_root: DataRootOption = None,
         clips: Annotated[int, typer.Option(
             min=1, help="how many clips to show (outliers first, then spread evenly)")] = 12,
         out: Annotated[Path, typer.Option(help="folder the PNG files are written to")
                        ] = Path("medn_preview"),
-        task: Annotated[int | None, typer.Option(help="label protocol: 3, 4, 5 or 7 classes")
-                        ] = None,
-        workers: Annotated[int | None, typer.Option(
-            min=1, help="worker processes for clips not yet cached (default: every core)")
-                           ] = None,
-        size: Annotated[int | None, typer.Option(help="face crop / flow size in px")] = None,
-        frames: Annotated[int | None, typer.Option(help="T, frames sampled per clip")] = None,
-        cache_dir: Annotated[Path | None, typer.Option(help="preprocessing cache folder")
-                             ] = None,
-        profile: Annotated[str, typer.Option(
-            help="configuration profile whose data settings are used (smoke, quick, paper)")
-                           ] = "quick",
-        synth_profile: Annotated[str | None, typer.Option(
-            help="synth only: smoke, quick or full")] = None,
-        subjects: Annotated[int | None, typer.Option(help="synth only: number of subjects")
-                            ] = None,
-        seed: Annotated[int | None, typer.Option(help="synth only: generator seed")] = None,
-        set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="KEY=VALUE configuration override")] = None,
+        task: TaskOption = None,
+        workers: WorkersOption = None,
+        size: SizeOption = None,
+        frames: FramesOption = None,
+        cache_dir: CacheDirOption = None,
+        profile: ProfileOption = "quick",
+        synth_profile: SynthProfileOption = None,
+        subjects: SubjectsOption = None,
+        seed: SeedOption = None,
+        set_: SetOption = None,
     ) -> None:
         """Write PNG contact sheets: per clip its aligned frames and its flow magnitude.
 
@@ -57,10 +62,6 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         errors = Console(stderr=True)
-        if dataset not in DATASETS:
-            errors.print(f"[red]error:[/red] --dataset: expected one of {', '.join(DATASETS)}, "
-                         f"got {dataset!r}")
-            raise typer.Exit(2)
         try:
             data_cfg = build_data_config(dataset, annotations, data_root, task, size, frames,
                                          cache_dir, profile, synth_profile, subjects, seed, set_)

@@ -21,8 +21,8 @@ from medn.data.annotations import (
     table_from_records,
     validation_report,
 )
+from orchestrator.cli.data_options import DATASETS
 
-DATASETS = ("casme2", "samm", "casme3a", "synth")
 SYNTH_PROFILES = ("smoke", "quick", "full")
 
 
