@@ -377,8 +377,8 @@ def render(df: pd.DataFrame, fmt: str = "table") -> Any:
 def main_results_spec(study: str) -> StudySpec | None:
     """The spec of ``study`` if it is a main-results study (Table III or IV), else None: the
     report command assembles those across datasets and tasks instead of one experiment."""
-    from orchestrator.studies.discover import discover_studies
+    from orchestrator.studies.discover import study_entry
 
-    entry = discover_studies().get(study)
+    entry = study_entry(study)
     spec = entry.spec if entry is not None else None
     return spec if is_main_results(spec) else None

@@ -309,10 +309,10 @@ def study_table(tracking_uri: str, study: str, dataset: str = "synth", task: int
     ``spec`` (default: the discovered spec of that name, if any) gives the row order, labels
     and the paper reference. ``df.attrs`` holds the experiment name and notes.
     """
-    from orchestrator.studies.discover import discover_studies
+    from orchestrator.studies.discover import study_entry
 
     if spec is None:
-        entry = discover_studies().get(study)
+        entry = study_entry(study)
         spec = entry.spec if entry is not None else None
     client, call = _client_for(None, tracking_uri)
     return _table(client, call, tracking_uri, study, dataset, task, spec)

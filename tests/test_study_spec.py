@@ -259,6 +259,19 @@ def test_discovery_merges_shipped_and_local_studies(user_dir: Path) -> None:
         find_study("nope")
 
 
+def test_one_studys_entry_reads_only_its_own_file(user_dir: Path) -> None:
+    from orchestrator.studies.discover import _load_cached, study_entry
+
+    (user_dir / "studies" / "unreadable.yaml").write_bytes(b"name: \xff\xfe\n")
+    _load_cached.cache_clear()
+    entry = study_entry("backbones")
+    assert entry is not None and entry.origin == "local" and entry.spec is not None
+    assert _load_cached.cache_info().misses == 1  # neither "broken" nor "unreadable" was read
+    assert study_entry("nope") is None
+    bad = study_entry("unreadable")
+    assert bad is not None and not bad.valid and "unreadable.yaml" in bad.error
+
+
 def _cli():
     import typer
 

@@ -1,6 +1,6 @@
 """Study specs (``studies/*.yaml``): validation, discovery, variants, and the study options."""
 
-from orchestrator.studies.discover import StudyEntry, discover_studies, find_study
+from orchestrator.studies.discover import StudyEntry, discover_studies, find_study, study_entry
 from orchestrator.studies.expand import (
     expand_variants,
     study_configs,
@@ -34,6 +34,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "study_configs",
+    "study_entry",
     "sweep_curves",
     "trial_variant",
     "variant_config",

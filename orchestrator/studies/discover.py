@@ -121,6 +121,14 @@ def discover_studies(cwd: Path | None = None,
     return {name: load_entry(file, check_model) for name, file in study_files(cwd).items()}
 
 
+def study_entry(name: str, cwd: Path | None = None,
+                check_model: bool = False) -> StudyEntry | None:
+    """The one spec file named ``name``, read (None if there is none): readers that need one
+    study's spec read only its file, so a bad or huge spec elsewhere cannot slow or stop them."""
+    file = study_files(cwd).get(name)
+    return load_entry(file, check_model) if file is not None else None
+
+
 def find_study(name: str, cwd: Path | None = None, check_model: bool = True) -> StudySpec:
     """The spec named ``name``; an error lists the known studies or says why it is invalid.
 
