@@ -119,3 +119,29 @@ def test_a_failed_fold_exits_1_is_kept_and_is_retried_by_a_rerun(smoke_cache, tm
     again = CliRunner().invoke(app, args, env=env)  # the fault fired once: now s01 trains
     assert again.exit_code == 0, again.output
     assert "3 of 4 folds already finished, 1 to train" in " ".join(again.output.split())
+
+
+def test_packed_train_logs_one_run_per_fold_and_keeps_a_failed_folds_pack_mate(smoke_cache,
+                                                                               tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    args = ["train", "--profile", "smoke", "--tracking-uri", uri, "--cache-dir", str(smoke_cache),
+            "--pack", "2"]
+    env = {"MEDN_SPOOL_DIR": str(tmp_path / "spool"), "MEDN_FAULT_DIR": str(tmp_path / "faults"),
+           "MEDN_FAULT_INJECT": "default:s01:1"}
+    first = CliRunner().invoke(app, args, env=env)
+    text = " ".join(first.output.split())
+    assert first.exit_code == 1, first.output
+    assert "4 folds in 2 packs (up to 2 folds each)" in text and "s01 did not finish" in text
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("train/synth-3class")
+    folds = {r.data.tags["medn.fold"]: r for r in client.search_runs(
+        [exp.experiment_id], "tags.`medn.role` = 'fold'")}
+    assert sorted(folds) == ["s01", "s02", "s03", "s04"]
+    assert folds["s01"].info.status == "FAILED"  # s02 trained in its pack and was kept
+    assert all(folds[s].info.status == "FINISHED" for s in ("s02", "s03", "s04"))
+    assert all("val/uf1" in folds[s].data.metrics for s in ("s02", "s03", "s04"))
+    again = CliRunner().invoke(app, args, env=env)
+    assert again.exit_code == 0, again.output
+    assert "3 of 4 folds already finished, 1 to train" in " ".join(again.output.split())
+    bad = CliRunner().invoke(app, [*args[:-1], "0"], env=env)
+    assert bad.exit_code == 2 and "--pack" in bad.output

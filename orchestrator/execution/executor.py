@@ -102,10 +102,12 @@ def execute_states(ctx: StudyContext, states: list[VariantState], title: str,
 
 def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
                stop: threading.Event, epoch_note: list[str], refresh: Callable[[], None]) -> None:
-    """Train ``units`` one after another in this process (no Ray)."""
+    """Train ``units`` in this process (no Ray): one fold after another, or packs of folds
+    trained as one stacked model where ``--pack`` asks for it (``auto``: on a GPU only)."""
     import torch
 
-    from medn.train import resolve_device, train_fold
+    from medn.train import resolve_device
+    from orchestrator.execution.packs import make_packs, parse_pack
 
     first = units[0].medn_config()
     try:
@@ -113,33 +115,95 @@ def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
     except RuntimeError as err:
         raise StudyInputError(str(err)) from None
     torch.set_num_threads(ctx.options.threads or default_threads(first.profile))
+    packs = make_packs(units, parse_pack(ctx.options.pack), slots=1,
+                       on_gpu=device.type == "cuda")
+    if len(packs) < len(units):
+        ctx.console.print(f"{len(units)} folds in {len(packs)} packs (up to "
+                          f"{max(len(p.subjects) for p in packs)} folds each)", highlight=False)
+    by_fold = {(u.task, u.variant, u.subject): u for u in units}
     open_parents(ctx, list(recorder.states.values()))
-    for unit in units:
+    for pack in packs:
         interrupts.raise_if_received()  # a signal whose exception a library swallowed
         if stop.is_set():
             break
-        cfg = unit.medn_config()
-        data = ctx.datasets[unit.data_key]
+        members = [by_fold[(pack.task, pack.variant, s)] for s in pack.subjects]
+        if len(members) == 1:
+            _train_one_local(ctx, members[0], recorder, device, epoch_note, refresh)
+        else:
+            _train_pack_local(ctx, members, recorder, device, epoch_note, refresh)
+    epoch_note[0] = ""
+
+
+def _train_one_local(ctx: StudyContext, unit: Unit, recorder: StudyRecorder, device: Any,
+                     epoch_note: list[str], refresh: Callable[[], None]) -> None:
+    """One fold with ``train_fold``; its result or its failure goes to the recorder."""
+    from medn.train import train_fold
+
+    cfg = unit.medn_config()
+    recorder.started(unit.task, unit.variant, unit.subject)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        epoch_note[0] = (f"fold {unit.subject}: epoch {epoch}/{cfg.optim.epochs}, loss "
+                         f"{metrics['train/loss']:.3f}, val UF1 {metrics['val/uf1']:.3f}")
+        refresh()
+        interrupts.raise_if_received()
+
+    try:
+        maybe_inject_fault(unit.variant, unit.subject)
+        result = train_fold(cfg, ctx.datasets[unit.data_key], unit.subject, device=device,
+                            on_epoch=on_epoch)
+    except Exception:  # a fold failure is recorded (a FAILED run); the others go on
+        with interrupts.deferred():
+            recorder.failed(unit.task, unit.variant, unit.subject, traceback.format_exc(), 1,
+                            final=True)
+        return
+    with interrupts.deferred():  # a fold run is logged whole, never cut half-way
+        recorder.received(unit.task, unit.variant, unit.subject, result.to_dict())
+
+
+def _train_pack_local(ctx: StudyContext, members: list[Unit], recorder: StudyRecorder,
+                      device: Any, epoch_note: list[str], refresh: Callable[[], None]) -> None:
+    """Folds of one variant as stacked models (``train_in_packs``, in parts that fit the
+    device); every finished fold's result and every failure goes to the recorder."""
+    from medn.packing import PackError, max_pack_size, train_in_packs
+
+    first = members[0]
+    cfg = first.medn_config()
+    data = ctx.datasets[first.data_key]
+    errors: dict[str, str] = {}
+    todo: list[str] = []
+    for unit in members:
         recorder.started(unit.task, unit.variant, unit.subject)
-
-        def on_epoch(epoch: int, metrics: dict[str, float], unit: Unit = unit,
-                     epochs: int = cfg.optim.epochs) -> None:
-            epoch_note[0] = (f"fold {unit.subject}: epoch {epoch}/{epochs}, loss "
-                             f"{metrics['train/loss']:.3f}, val UF1 {metrics['val/uf1']:.3f}")
-            refresh()
-            interrupts.raise_if_received()
-
         try:
             maybe_inject_fault(unit.variant, unit.subject)
-            result = train_fold(cfg, data, unit.subject, device=device, on_epoch=on_epoch)
-        except Exception:  # a fold failure is recorded (a FAILED run); the others go on
-            with interrupts.deferred():
-                recorder.failed(unit.task, unit.variant, unit.subject, traceback.format_exc(),
-                                1, final=True)
+        except Exception:  # noqa: BLE001 - this fold fails; its pack-mates train
+            errors[unit.subject] = traceback.format_exc()
             continue
-        with interrupts.deferred():  # a fold run is logged whole, never cut half-way
-            recorder.received(unit.task, unit.variant, unit.subject, result.to_dict())
-    epoch_note[0] = ""
+        todo.append(unit.subject)
+
+    def on_epoch(subject: str, epoch: int, metrics: dict[str, float]) -> None:
+        epoch_note[0] = (f"pack of {len(todo)} folds: epoch {epoch}/{cfg.optim.epochs}, fold "
+                         f"{subject} loss {metrics['train/loss']:.3f}")
+        refresh()
+        interrupts.raise_if_received()
+
+    results = []
+    if todo:
+        try:
+            results = train_in_packs(cfg, data, todo,
+                                     pack_size=min(len(todo), max_pack_size(cfg, data, device)),
+                                     device=device, on_epoch=on_epoch)
+        except PackError as err:
+            results = err.results
+            errors.update({s: "".join(traceback.format_exception(e))
+                           for s, e in err.errors.items()})
+        except Exception:  # the pack as a whole failed: each of its folds is a FAILED run
+            errors.update({s: traceback.format_exc() for s in todo})
+    with interrupts.deferred():  # fold runs are logged whole, never cut half-way
+        for result in results:
+            recorder.received(first.task, first.variant, result.subject, result.to_dict())
+        for subject, text in errors.items():
+            recorder.failed(first.task, first.variant, subject, text, 1, final=True)
 
 
 def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,

@@ -111,10 +111,10 @@ class StudyOptions(BaseModel):
         "--max-failures", "retries of a failed fold before it counts as failed", int | None,
         commands=(STUDY,), show_default="2"), Field(ge=0)] = 2
     pack: Annotated[str, Flag(
-        "--pack", "folds of one variant a trial trains together as ONE stacked model: a "
-        "number, or auto (GPU trials: enough folds per trial to keep every trial slot busy, in "
-        "parts that fit the GPU; CPU trials: one fold, packing does not pay there); 1 = one "
-        "fold per trial, unpacked", str | None, commands=(STUDY,),
+        "--pack", "folds of one variant trained together as ONE stacked model: a number, or "
+        "auto (on a GPU: enough folds to keep every trial slot busy, in parts that fit the GPU; "
+        "on CPU: one fold, packing does not pay there); 1 = one fold at a time, unpacked",
+        str | None, commands=BOTH,
         show_default="auto")] = "auto"
     trials: Annotated[int | None, Flag(
         "--trials", "trial budget of the search", int | None, commands=(STUDY,),
