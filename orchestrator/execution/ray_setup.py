@@ -166,27 +166,42 @@ def raylet_watchdog(on_lost: Callable[[int, int | None], None],
                     interval_s: float = 0.05) -> Iterator[None]:
     """Call ``on_lost(pid, returncode)`` from a watcher thread if the local raylet dies.
 
-    Ray's core worker ends the whole driver process (exit 1, no Python handler runs) some
-    seconds after its raylet is gone, with only Ray's text; the watcher sees the death first,
-    so ``on_lost`` can print medn's error line and end the open parent runs in time.
+    Without it the driver ends with Ray's text only, or none: a put into the dead raylet's
+    object store ends the process at once (exit 1, no Python handler runs). The watcher polls
+    every ``interval_s`` so ``on_lost`` can print medn's error line and end the open parent
+    runs; an exception that leaves the block while the raylet is dead is reported the same way.
     """
     raylet = local_raylet()
     if raylet is None:
         yield
         return
     done = threading.Event()
+    once = threading.Lock()
+
+    def lost_if_dead_here() -> bool:
+        """Report a dead raylet from this thread; False if it lives or another thread has."""
+        code = raylet.poll()
+        if code is None or not once.acquire(blocking=False):  # reported once, by one thread
+            return False
+        on_lost(raylet.pid, code)
+        return True
 
     def watch() -> None:
         while not done.wait(interval_s):
-            code = raylet.poll()
-            if code is not None:
-                on_lost(raylet.pid, code)
+            if raylet.poll() is not None:
+                lost_if_dead_here()
                 return
 
     thread = threading.Thread(target=watch, name="medn-raylet-watchdog", daemon=True)
     thread.start()
     try:
         yield
+    except Exception:
+        # Ray's own error can reach this thread before the watcher's next poll: the raylet's
+        # death is then still what the user must be told
+        if raylet.poll() is not None and not lost_if_dead_here():
+            thread.join()  # the watcher is already ending the process its way
+        raise
     finally:
         done.set()
         thread.join(timeout=2 * interval_s)

@@ -79,7 +79,7 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
         if spec.search is not None:
             return run_search(ctx, states)
         return _run_variants(ctx, states)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StudyError):  # Ctrl-C, SIGTERM, Ray failing under the study
         end_interrupted(ctx, states)
         raise
     except (StudySpecError, StudyOptionsError, TrackingStoreError) as err:
