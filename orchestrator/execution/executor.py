@@ -118,7 +118,8 @@ def _run_local(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
     packs = make_packs(units, parse_pack(ctx.options.pack), slots=1,
                        on_gpu=device.type == "cuda")
     if len(packs) < len(units):
-        ctx.console.print(f"{len(units)} folds in {len(packs)} packs (up to "
+        ctx.console.print(f"{len(units)} folds in {len(packs)} pack"
+                          f"{'s' * (len(packs) > 1)} (up to "
                           f"{max(len(p.subjects) for p in packs)} folds each)", highlight=False)
     by_fold = {(u.task, u.variant, u.subject): u for u in units}
     open_parents(ctx, list(recorder.states.values()))
@@ -232,7 +233,8 @@ def _run_tune(ctx: StudyContext, units: list[Unit], recorder: StudyRecorder,
                             options.max_concurrent)
         packs = make_packs(units, parse_pack(options.pack), slots, on_gpu=gpus > 0)
         if len(packs) < len(units):
-            ctx.console.print(f"{len(units)} folds in {len(packs)} packed trials (up to "
+            ctx.console.print(f"{len(units)} folds in {len(packs)} packed trial"
+                              f"{'s' * (len(packs) > 1)} (up to "
                               f"{max(len(p.subjects) for p in packs)} folds each)",
                               highlight=False)
         trainable = tune.with_parameters(train_pack, packs={p.uid: p for p in packs},
