@@ -125,6 +125,37 @@ def _seed_row(run: Any, done: dict[str, set[str]]) -> dict[str, Any]:
             **{m: metrics.get(m, math.nan) for m in METRICS}}
 
 
+def _setting_of(run: Any) -> dict[str, str]:
+    """What a parent run says about its setting: profile, non-paper switches, epochs."""
+    from orchestrator.tracking.tags import TAG_DEVIATIONS, TAG_PROFILE
+
+    tags, params = run.data.tags, run.data.params
+    return {"profile": tags.get(TAG_PROFILE, ""),
+            # runs made before the tag existed say nothing, rather than "none"
+            "deviations": tags.get(TAG_DEVIATIONS, "unknown (not recorded)"),
+            "epochs": params.get("optim.epochs", "")}
+
+
+def _setting_notes(df: pd.DataFrame) -> list[str]:
+    """Notes that say which rows use settings the paper does not state: its non-paper
+    switches (grouped by the rows that share them) and the assumed 300 epochs."""
+    notes = []
+    started = df[df["status"] != STATUS_NOT_STARTED]
+    groups: dict[str, list[str]] = {}
+    for _, row in started.iterrows():
+        groups.setdefault(str(row["deviations"]), []).append(str(row["label"]))
+    for deviations, labels in groups.items():
+        who = "every row" if len(groups) == 1 else ", ".join(dict.fromkeys(labels))
+        if deviations == "none":
+            notes.append(f"non-paper switches ({who}): none, only the paper's settings")
+        else:
+            notes.append(f"non-paper switches ({who}): {deviations}")
+    if (started["epochs"] == "300").any():
+        notes.append("300 epochs is our assumption: the paper gives no number of epochs (it "
+                     "decays the motion branch's learning rate every 100)")
+    return notes
+
+
 def _variant_row(name: str, label: str, seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """A variant's row: mean ± std over its seeds, complete only when every seed is."""
     row: dict[str, Any] = {"label": label, "variant": name}
@@ -132,7 +163,7 @@ def _variant_row(name: str, label: str, seeds: dict[int, dict[str, Any]]) -> dic
         row.update({m: math.nan for m in METRICS})
         row.update({f"{m}_{s}": math.nan for m in METRICS for s in ("mean", "std")})
         row.update(seeds=0, folds_done=0, folds_total=None, status=STATUS_NOT_STARTED,
-                   run_id="")
+                   run_id="", profile="", deviations="", epochs="")
         return row
     ordered = [seeds[s] for s in sorted(seeds)]
     expected = max(r["expected_seeds"] for r in ordered)
@@ -150,7 +181,8 @@ def _variant_row(name: str, label: str, seeds: dict[int, dict[str, Any]]) -> dic
     folds_total = None if None in totals else sum(totals) + totals[0] * missing_seeds
     row.update(seeds=len(ordered), folds_done=sum(r["folds_done"] for r in ordered),
                folds_total=folds_total, status=status,
-               run_id=",".join(r["run"].info.run_id for r in ordered))
+               run_id=",".join(r["run"].info.run_id for r in ordered),
+               **_setting_of(ordered[0]["run"]))
     row["_seed_runs"] = {s: seeds[s]["run"].info.run_id for s in sorted(seeds)}
     return row
 
@@ -188,7 +220,7 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
     df = pd.DataFrame(rows, columns=[
         "label", "variant", *METRICS, "uf1_mean", "uf1_std", "uar_mean", "uar_std",
         "accuracy_mean", "accuracy_std", "seeds", "folds_done", "folds_total", "status",
-        "run_id"])
+        "run_id", "profile", "deviations", "epochs"])
     df["folds_total"] = df["folds_total"].astype("Int64")
     reference = spec.reference_variant() if spec is not None else None
     _add_comparisons(df, client, call, reference, seed_runs)
@@ -219,6 +251,7 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
         notes.append("UF1 / UAR / accuracy: mean ± standard deviation over seeds "
                      "(each seed's score pooled over all folds)")
     notes += cost_notes(df)
+    notes += _setting_notes(df)
     df.attrs.update(study=study, dataset=dataset, task=task, experiment=exp.name,
                     experiment_id=exp.experiment_id, notes=notes, reference=reference)
     return df

@@ -389,6 +389,43 @@ def test_seeds_give_mean_std_and_paired_comparisons(seeded_store: dict) -> None:
     assert csv.loc["no2-single-rate", "uar_std"] == pytest.approx(better["uar_std"])
 
 
+def test_report_says_which_non_paper_switches_each_row_used(seeded_store: dict) -> None:
+    from medn.config import deviations
+    from tests.train_helpers import tiny_config
+
+    expected = ", ".join(deviations(tiny_config()))
+    assert expected  # smoke keeps stabilisers the paper does not have
+    client: MlflowClient = seeded_store["client"]
+    exp = client.get_experiment_by_name("ablation-components/synth-3class")
+    folds = client.search_runs([exp.experiment_id], "tags.`medn.role` = 'fold'")
+    assert folds and all(r.data.tags["medn.deviations"] == expected for r in folds)
+    spec = find_study("ablation-components", cwd=REPO, check_model=False)
+    df = study_table(seeded_store["uri"], "ablation-components", "synth", 3, spec=spec)
+    started = df[df["status"] != "not started"]
+    assert set(started["deviations"]) == {expected} and set(started["profile"]) == {"smoke"}
+    assert f"non-paper switches (every row): {expected}" in df.attrs["notes"]
+    assert not any("300 epochs" in note for note in df.attrs["notes"])  # smoke trains 2
+    md = render(df, "markdown")
+    assert f"> non-paper switches (every row): {expected}" in md
+    csv = pd.read_csv(io.StringIO(render(df, "csv"))).set_index("variant")
+    assert csv.loc["no5-full", "deviations"] == expected
+
+
+def test_setting_notes_group_rows_by_their_switches_and_name_the_assumed_epochs() -> None:
+    from orchestrator.report import _setting_notes
+
+    df = pd.DataFrame({
+        "label": ["No.1", "No.2", "No.3", "No.4"],
+        "status": ["complete", "complete", "incomplete", "not started"],
+        "deviations": ["none", "model.head_norm=true", "none", ""],
+        "epochs": ["300", "300", "300", ""]})
+    notes = _setting_notes(df)
+    assert "non-paper switches (No.1, No.3): none, only the paper's settings" in notes
+    assert "non-paper switches (No.2): model.head_norm=true" in notes
+    assert not any("No.4" in note for note in notes)  # never started: no setting to report
+    assert any(note.startswith("300 epochs is our assumption") for note in notes)
+
+
 def test_seeded_summary_holds_the_comparison_and_error_bars(seeded_store: dict,
                                                              tmp_path: Path) -> None:
     from orchestrator.report import summary_figure

@@ -31,7 +31,8 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 # Tags a child inherits from its parent, so that every run carries them (a partial dataset's
-# missing-clips count included: a partial result is never mistaken for a complete one).
+# missing-clips count included: a partial result is never mistaken for a complete one; the
+# non-paper switches too: a fold run alone says whether it is the paper's setting).
 INHERITED_TAGS = (TAG_VARIANT, TAG_STUDY, TAG_DATASET, TAG_TASK, TAG_DATASET_DIGEST,
-                  TAG_CONFIG_DIGEST, TAG_PROFILE, TAG_MISSING_CLIPS, TAG_SEED,
+                  TAG_CONFIG_DIGEST, TAG_PROFILE, TAG_DEVIATIONS, TAG_MISSING_CLIPS, TAG_SEED,
                   MLFLOW_GIT_COMMIT)
