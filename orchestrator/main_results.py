@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 KIND_REFERENCE = "published"
 KIND_PAPER = "paper"
 KIND_OURS = "ours"
-TAG_PROFILE = "medn.profile"
 _MARKS = ("per column (per task in Table IV), among the rows on the table's own datasets, "
           "ours included")
 MARKS_NOTE_MD = f"**bold**: best, _italic_: second best {_MARKS}"
@@ -79,7 +78,7 @@ def study_experiments(client: Any, study: str) -> dict[tuple[str, int], Any]:
             return found
 
 
-def _ours(tracking_uri: str, client: Any, spec: StudySpec, dataset: str,
+def _ours(tracking_uri: str, spec: StudySpec, dataset: str,
           task: int) -> list[dict[str, Any]]:
     """Our rows on one dataset and task: one per variant, from the report's per-experiment
     table (newest parent of each variant; scores only when every fold finished)."""
@@ -88,16 +87,28 @@ def _ours(tracking_uri: str, client: Any, spec: StudySpec, dataset: str,
     df = study_table(tracking_uri, spec.name, dataset, task, spec=spec)
     rows = []
     for _, r in df.iterrows():
-        profile = ""
-        if r["run_id"]:  # one id per seed, joined by commas: the seeds share a profile
-            first = str(r["run_id"]).split(",")[0]
-            profile = client.get_run(first).data.tags.get(TAG_PROFILE, "")
         total = "?" if pd.isna(r["folds_total"]) else str(r["folds_total"])
         rows.append({"label": str(r["label"]), "variant": str(r["variant"]),
                      "uf1": float(r["uf1"]), "uar": float(r["uar"]),
                      "status": str(r["status"]), "folds": f"{r['folds_done']}/{total}",
-                     "profile": profile})
+                     # the seeds of a variant share its profile and switches
+                     "profile": str(r["profile"]), "deviations": str(r["deviations"]),
+                     "epochs": str(r["epochs"]), "where": f"{_dataset_label(dataset)} "
+                                                          f"{task}-class"})
     return rows
+
+
+def _setting_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """The report's notes on our rows' non-paper switches and assumed epochs."""
+    from orchestrator.report import setting_notes
+
+    if not cells:
+        return []
+    return setting_notes(pd.DataFrame(
+        {"label": [f"{c['label']} on {c['where']}" for c in cells],
+         "status": [c["status"] for c in cells],
+         "deviations": [c["deviations"] for c in cells],
+         "epochs": [c["epochs"] for c in cells]}))
 
 
 def _ours_name(label: str, profiles: set[str]) -> str:
@@ -139,7 +150,7 @@ def _table3(tracking_uri: str, client: Any, spec: StudySpec,
              "printed (not trained here); '-' where the paper prints none",
              "ours: pooled LOSO scores of the newest parent run of each variant, shown only "
              "when every fold finished; Average = mean of CASME II and SAMM, as the paper's"]
-    per_dataset = {d: _ours(tracking_uri, client, spec, d, 3) for d in found}
+    per_dataset = {d: _ours(tracking_uri, spec, d, 3) for d in found}
     for variant in spec.variants_for(3):
         cells = {d: next((r for r in per_dataset[d] if r["variant"] == variant.name), None)
                  for d in found}
@@ -169,6 +180,7 @@ def _table3(tracking_uri: str, client: Any, spec: StudySpec,
     if elsewhere:
         notes.append(f"not in Table III (3 classes only): {', '.join(elsewhere)}; see "
                      f"`medn report {spec.name} --dataset D --task N`")
+    notes += _setting_notes([c for rows_of in per_dataset.values() for c in rows_of])
     missing = [d for d in paper_sets if d not in found]
     if missing:
         notes.append(f"no runs on {', '.join(_dataset_label(d) for d in missing)} yet, so "
@@ -189,6 +201,7 @@ def _table4(tracking_uri: str, client: Any, spec: StudySpec,
              f"({PAPER_DATASET_LABEL} Part A) as printed (not trained here)",
              "ours: pooled LOSO scores of the newest parent run of each variant, shown only "
              "when every fold finished"]
+    ours: list[dict[str, Any]] = []
     for task in tasks:
         rows += [{"classes": task, "method": method, "kind": KIND_REFERENCE,
                   "dataset": PAPER_DATASET, "uf1": uf1, "uar": uar, "status": ""}
@@ -201,7 +214,8 @@ def _table4(tracking_uri: str, client: Any, spec: StudySpec,
             notes.append(f"{task} classes: not in Table IV (no published numbers)")
         datasets = sorted(d for d, t in experiments if t == task)
         for dataset in datasets:
-            for cell in _ours(tracking_uri, client, spec, dataset, task):
+            for cell in _ours(tracking_uri, spec, dataset, task):
+                ours.append(cell)
                 rows.append({"classes": task, "kind": KIND_OURS, "dataset": dataset,
                              "method": _ours_name(cell["label"], {cell["profile"]}),
                              "uf1": cell["uf1"], "uar": cell["uar"],
@@ -210,6 +224,7 @@ def _table4(tracking_uri: str, client: Any, spec: StudySpec,
             rows.append({"classes": task, "method": "MEDN (ours)", "kind": KIND_OURS,
                          "dataset": "", "uf1": math.nan, "uar": math.nan,
                          "status": "not run"})
+    notes += _setting_notes(ours)
     others = sorted({d for d, _ in experiments if d != PAPER_DATASET})
     if others:
         notes.append(f"{', '.join(others)}: not Table IV's dataset ({PAPER_DATASET_LABEL}); "

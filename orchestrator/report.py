@@ -136,7 +136,7 @@ def _setting_of(run: Any) -> dict[str, str]:
             "epochs": params.get("optim.epochs", "")}
 
 
-def _setting_notes(df: pd.DataFrame) -> list[str]:
+def setting_notes(df: pd.DataFrame) -> list[str]:
     """Notes that say which rows use settings the paper does not state: its non-paper
     switches (grouped by the rows that share them) and the assumed 300 epochs."""
     notes = []
@@ -251,7 +251,7 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
         notes.append("UF1 / UAR / accuracy: mean ± standard deviation over seeds "
                      "(each seed's score pooled over all folds)")
     notes += cost_notes(df)
-    notes += _setting_notes(df)
+    notes += setting_notes(df)
     df.attrs.update(study=study, dataset=dataset, task=task, experiment=exp.name,
                     experiment_id=exp.experiment_id, notes=notes, reference=reference)
     return df

@@ -164,6 +164,11 @@ def test_table4_blocks_per_task_with_published_rows_and_ours(store: dict) -> Non
     assert seven.iloc[-1]["status"] == "not run" and math.isnan(seven.iloc[-1]["uf1"])
     notes = " ".join(df.attrs["notes"])
     assert "synth: not Table IV's dataset" in notes
+    # our rows say which settings are not the paper's (smoke keeps its stabilisers)
+    from medn.config import deviations
+
+    switches = ", ".join(deviations(tiny_config()))
+    assert f"non-paper switches (every row): {switches}" in df.attrs["notes"], notes
 
 
 def test_no_runs_yet_still_prints_the_published_table(tmp_path: Path) -> None:

@@ -411,15 +411,15 @@ def test_report_says_which_non_paper_switches_each_row_used(seeded_store: dict) 
     assert csv.loc["no5-full", "deviations"] == expected
 
 
-def test_setting_notes_group_rows_by_their_switches_and_name_the_assumed_epochs() -> None:
-    from orchestrator.report import _setting_notes
+def testsetting_notes_group_rows_by_their_switches_and_name_the_assumed_epochs() -> None:
+    from orchestrator.report import setting_notes
 
     df = pd.DataFrame({
         "label": ["No.1", "No.2", "No.3", "No.4"],
         "status": ["complete", "complete", "incomplete", "not started"],
         "deviations": ["none", "model.head_norm=true", "none", ""],
         "epochs": ["300", "300", "300", ""]})
-    notes = _setting_notes(df)
+    notes = setting_notes(df)
     assert "non-paper switches (No.1, No.3): none, only the paper's settings" in notes
     assert "non-paper switches (No.2): model.head_norm=true" in notes
     assert not any("No.4" in note for note in notes)  # never started: no setting to report
