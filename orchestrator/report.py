@@ -141,9 +141,12 @@ def setting_notes(df: pd.DataFrame) -> list[str]:
     switches (grouped by the rows that share them) and the assumed 300 epochs."""
     notes = []
     started = df[df["status"] != STATUS_NOT_STARTED]
+    # rows are named by label, or by variant where labels repeat (one paper row, two readings)
+    names = (started["label"] if started["label"].is_unique or "variant" not in started
+             else started["variant"])
     groups: dict[str, list[str]] = {}
-    for _, row in started.iterrows():
-        groups.setdefault(str(row["deviations"]), []).append(str(row["label"]))
+    for name, (_, row) in zip(names, started.iterrows(), strict=True):
+        groups.setdefault(str(row["deviations"]), []).append(str(name))
     for deviations, labels in groups.items():
         who = "every row" if len(groups) == 1 else ", ".join(dict.fromkeys(labels))
         if deviations == "none":
@@ -222,6 +225,9 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
         "accuracy_mean", "accuracy_std", "seeds", "folds_done", "folds_total", "status",
         "run_id", "profile", "deviations", "epochs"])
     df["folds_total"] = df["folds_total"].astype("Int64")
+    side = spec.side_by_side if spec is not None else None
+    if side is not None:  # the value of the laid-out key, a column of the CSV too
+        df[side] = df["variant"].map(spec.side_by_side_values())
     reference = spec.reference_variant() if spec is not None else None
     _add_comparisons(df, client, call, reference, seed_runs)
     from orchestrator.cost import add_cost_columns, cost_notes  # params, FLOPs, seconds
@@ -243,6 +249,8 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
         notes.append(df.attrs.pop("comparison_problem"))
     if reference is not None:
         ref_label = df.set_index("variant")["label"].get(reference, reference)
+        if (df["label"] == ref_label).sum() > 1:  # a label of two rows: name the variant
+            ref_label = reference
         notes.append(f"Δ UF1: pooled UF1 minus {ref_label}'s (the reference), mean over the "
                      "seeds both have; [95 % bootstrap interval over subjects]; p: Wilcoxon "
                      "signed-rank over subjects of the per-fold UF1 difference; n.s.: not "
@@ -253,8 +261,37 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
     notes += cost_notes(df)
     notes += setting_notes(df)
     df.attrs.update(study=study, dataset=dataset, task=task, experiment=exp.name,
-                    experiment_id=exp.experiment_id, notes=notes, reference=reference)
+                    experiment_id=exp.experiment_id, notes=notes, reference=reference,
+                    side_by_side=side)
     return df
+
+
+def side_by_side_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
+    """The study's ``side_by_side`` view (None without one): one row per label, for each value
+    of the key its UF1 and UAR (mean ± std over seeds where there are several; '-' unless
+    complete), then the paper's columns (e.g. Table VI beside both readings of eq. 2)."""
+    key = df.attrs.get("side_by_side")
+    if not key or key not in df.columns:
+        return None
+    several = bool((df["seeds"].fillna(0) > 1).any())
+    values = list(dict.fromkeys(str(v) for v in df[key]))
+    paper_cols = [c for c in (PAPER_UF1, PAPER_UAR) if c in df.columns]
+    columns = ["label", *(f"{m} ({v})" for v in values for m in ("UF1", "UAR")), *paper_cols]
+    rows = []
+    for label, group in df.groupby("label", sort=False):
+        by_value = {str(r[key]): r for _, r in group.iterrows()}
+        cells = [str(label)]
+        for value in values:
+            row = by_value.get(value)
+            cells += ([_score(row, m, several) for m in ("uf1", "uar")] if row is not None
+                      else ["-", "-"])
+        cells += [_fmt(group.iloc[0][c]) for c in paper_cols]
+        rows.append(cells)
+    return columns, rows
+
+
+def _side_by_side_title(df: pd.DataFrame) -> str:
+    return f"the same, one column group per {df.attrs.get('side_by_side')}"
 
 
 def _predictions(client: MlflowClient, call: Callable, run_id: str
@@ -426,6 +463,12 @@ def to_markdown(df: pd.DataFrame) -> str:
            "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
     out += [line(r) for r in rows]
     out += [""] + [f"> {note}" for note in df.attrs.get("notes", [])]
+    side = side_by_side_rows(df)
+    if side is not None:
+        side_columns, side_rows = side
+        out += ["", f"**{_side_by_side_title(df)}**", "", line(side_columns),
+                "|" + "|".join("---" if c == "label" else "---:" for c in side_columns) + "|"]
+        out += [line(r) for r in side_rows]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -443,6 +486,22 @@ class FittedTable:
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
         yield to_rich(self.df, width=options.max_width)
+        side = side_by_side_rows(self.df)
+        if side is not None:
+            from rich.markup import escape
+            from rich.table import Table
+
+            columns, rows = side
+            table = Table(title=_side_by_side_title(self.df), show_edge=False,
+                          collapse_padding=True)
+            for column in columns:
+                table.add_column(column.replace(" (", "\n(").replace("paper ", "paper\n"),
+                                 justify="left" if column == "label" else "right",
+                                 style="dim" if column.startswith("paper") else None)
+            for row in rows:
+                table.add_row(*(escape(cell.replace(" ± ", "\n± ")) for cell in row))
+            yield ""
+            yield table
 
 
 def to_rich(df: pd.DataFrame, width: int | None = None) -> Table:

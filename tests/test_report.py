@@ -475,3 +475,57 @@ def test_narrow_table_keeps_variant_names_when_labels_repeat(store: dict) -> Non
     narrow = console.export_text()
     assert "no1-plain-vit" in narrow and "no5-full" in narrow
     assert "narrow terminal: label" in narrow
+
+
+def test_side_by_side_lays_table_vi_out_once_per_reading(tmp_path: Path) -> None:
+    from orchestrator.report import side_by_side_rows
+
+    spec = find_study("sparsity-rates", cwd=REPO, check_model=False)
+    assert spec.side_by_side == "model.emotion.grouping"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("sparsity-rates/synth-3class",
+                                   artifact_location=(tmp_path / "a").as_uri())
+    scores = {"s1-contiguous": 0.31, "s1-2-4-8-contiguous": 0.52, "s1-strided": 0.31,
+              "s1-2-4-8-strided": 0.44}
+    for variant, uf1 in scores.items():
+        add_variant(client, exp, "sparsity-rates", variant, 3, ALL_DONE,
+                    {"uf1": uf1, "uar": uf1 + 0.01, "accuracy": 0.5})
+    df = study_table(uri, "sparsity-rates", "synth", 3, spec=spec)
+    rows = df.set_index("variant")
+    assert rows.loc["s1-2-4-8-strided", "model.emotion.grouping"] == "strided"
+    columns, table = side_by_side_rows(df)
+    assert columns[:5] == ["label", "UF1 (contiguous)", "UAR (contiguous)", "UF1 (strided)",
+                           "UAR (strided)"]
+    assert columns[5:] == [PAPER_UF1, PAPER_UAR]
+    by_label = {row[0]: row for row in table}
+    assert len(table) == 7  # Table VI's rows, each once
+    assert by_label["[1,2,4,8]"][1:5] == ["0.5200", "0.5300", "0.4400", "0.4500"]
+    assert by_label["[1,2,4,8]"][5] == "0.7568"
+    assert by_label["[2]"][1:5] == ["-", "-", "-", "-"]  # not run: no cell invented
+    md = render(df, "markdown")
+    assert "| [1,2,4,8] | 0.5200 | 0.5300 | 0.4400 | 0.4500 | 0.7568 | 0.7294 |" in md
+    # the reference is named by variant, since its label is also a strided row's
+    assert "pooled UF1 minus s1-2-4-8-contiguous's (the reference)" in md
+    csv = pd.read_csv(io.StringIO(render(df, "csv")))
+    assert "model.emotion.grouping" in csv.columns
+    plain = study_table(uri, "sparsity-rates", "synth", 3,
+                        spec=find_study("ablation-components", cwd=REPO, check_model=False))
+    assert side_by_side_rows(plain) is None
+
+
+@pytest.mark.parametrize(("variants", "message"), [
+    ("  - {name: a, label: x, set: {model.emotion.grouping: strided}}\n"
+     "  - {name: b, label: y, set: {optim.lr: 0.1}}\n", "variant 'b' does not set"),
+    ("  - {name: a, label: x, set: {model.emotion.grouping: strided}}\n"
+     "  - {name: b, label: x, set: {model.emotion.grouping: strided}}\n",
+     "share label 'x' and model.emotion.grouping=strided"),
+])
+def test_side_by_side_needs_one_cell_per_variant(variants: str, message: str) -> None:
+    import yaml
+
+    from orchestrator.studies import StudySpecError, parse_spec
+
+    text = f"name: s\nside_by_side: model.emotion.grouping\nvariants:\n{variants}"
+    with pytest.raises(StudySpecError, match=message):
+        parse_spec(yaml.safe_load(text), "s.yaml")

@@ -237,6 +237,10 @@ class StudySpec(_Strict):
         None, description="the variant (name or label) every other one is compared with in "
                           "reports (paired difference, bootstrap interval, Wilcoxon p-value)")
     seeds: int = Field(1, ge=1, description="training seeds per variant (--seeds overrides)")
+    side_by_side: str | None = Field(
+        None, description="a configuration key every variant sets: reports add a table with "
+                          "one row per label and one column group per value of the key (Table "
+                          "VI under both readings of eq. 2: model.emotion.grouping)")
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -281,7 +285,29 @@ class StudySpec(_Strict):
             if self.reference not in known:
                 raise ValueError(f"reference: {self.reference!r} is not a variant (known: "
                                  f"{', '.join(v.name for v in variants)})")
+        if self.side_by_side is not None:
+            self._check_side_by_side(self.side_by_side)
         return self
+
+    def _check_side_by_side(self, key: str) -> None:
+        if self.search is not None:
+            raise ValueError("side_by_side: a search has no fixed variants to lay out")
+        cells: dict[tuple[str, str], str] = {}
+        for variant in self.variants_for():
+            if key not in variant.overrides:
+                raise ValueError(f"side_by_side: variant {variant.name!r} does not set {key!r}; "
+                                 "every variant must, to have a column")
+            cell = (variant.label, str(variant.overrides[key]))
+            if cell in cells:
+                raise ValueError(f"side_by_side: variants {cells[cell]!r} and {variant.name!r} "
+                                 f"share label {cell[0]!r} and {key}={cell[1]}; one cell each")
+            cells[cell] = variant.name
+
+    def side_by_side_values(self) -> dict[str, str]:
+        """Variant name -> its value of the ``side_by_side`` key (empty without one)."""
+        if self.side_by_side is None:
+            return {}
+        return {v.name: str(v.overrides[self.side_by_side]) for v in self.variants_for()}
 
     def reference_variant(self) -> str | None:
         """The NAME of the reference variant (``reference`` may give its label), or None."""
