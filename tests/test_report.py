@@ -22,6 +22,7 @@ from orchestrator.report import (
     write_summary,
 )
 from orchestrator.studies import find_study
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECTS = ["s01", "s02", "s03"]
@@ -239,14 +240,6 @@ def test_report_command_prints_each_format(store: dict, tmp_path: Path) -> None:
     assert "no MLflow experiment 'backbones/synth-3class'" in missing.output
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_medn_ui_serves_the_store(store: dict, tmp_path: Path) -> None:
     import json
     import os
@@ -260,7 +253,7 @@ def test_medn_ui_serves_the_store(store: dict, tmp_path: Path) -> None:
     exp = client.get_experiment_by_name("ablation-components/synth-3class")
     run = client.create_run(exp.experiment_id, run_name="ui-probe")
     client.log_text(run.info.run_id, "served from the store", "probe.txt")
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "ui.log").open("w")
     medn = Path(sys.executable).parent / "medn"
     process = subprocess.Popen([str(medn), "ui", "--tracking-uri", store["uri"], "--port",

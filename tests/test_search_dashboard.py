@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,9 @@ from pathlib import Path
 
 import optuna
 
+from tests.ports import free_port
+
 DASHBOARD = str(Path(sys.executable).with_name("optuna-dashboard"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str) -> dict:
@@ -43,14 +38,14 @@ def test_optuna_dashboard_opens_the_search_study(tmp_path: Path) -> None:
         if pruned:
             trial.set_user_attr("pruned", True)
         study.tell(trial, value)
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "dashboard.log").open("w")
     process = subprocess.Popen([DASHBOARD, storage, "--host", "127.0.0.1", "--port", str(port)],
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         listing = None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 listing = _get(f"{base}/api/studies")

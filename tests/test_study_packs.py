@@ -111,7 +111,8 @@ def test_a_packed_study_logs_one_run_per_fold_and_retries_only_the_failed_fold(
 
 
 @pytest.mark.slow
-def test_a_retried_pack_trains_only_its_unfinished_folds(tmp_path: Path):
+def test_a_retried_pack_trains_only_its_unfinished_folds(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
     # the real pack trainable on a real local Ray Tune: s02 fails on its first attempt; the
     # retry must train s02 alone (s01's result came with the failed attempt)
     import ray
@@ -129,12 +130,13 @@ def test_a_retried_pack_trains_only_its_unfinished_folds(tmp_path: Path):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             reported.append(result["subject"])
 
-    os.environ["MEDN_FAULT_INJECT"] = "v:s02:1"
-    os.environ["MEDN_FAULT_DIR"] = str(tmp_path / "faults")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"MEDN_FAULT_INJECT": "v:s02:1",
-                                       "MEDN_FAULT_DIR": str(tmp_path / "faults")}})
+    # monkeypatch: the fault never outlives this test, even if Ray fails to start
+    monkeypatch.setenv("MEDN_FAULT_INJECT", "v:s02:1")
+    monkeypatch.setenv("MEDN_FAULT_DIR", str(tmp_path / "faults"))
     try:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"MEDN_FAULT_INJECT": "v:s02:1",
+                                           "MEDN_FAULT_DIR": str(tmp_path / "faults")}})
         trainable = tune.with_parameters(train_pack, packs={pack.uid: pack},
                                          datasets={"data": data}, threads=1)
         tuner = tune.Tuner(
@@ -145,7 +147,5 @@ def test_a_retried_pack_trains_only_its_unfinished_folds(tmp_path: Path):
         grid = tuner.fit()
     finally:
         ray.shutdown()
-        os.environ.pop("MEDN_FAULT_INJECT", None)
-        os.environ.pop("MEDN_FAULT_DIR", None)
     assert not grid.errors
     assert reported == ["s01", "s02"]

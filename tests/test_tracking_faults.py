@@ -357,9 +357,9 @@ def test_a_spool_that_cannot_be_written_ends_tune_at_once(tmp_path):
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack tests/ on path
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
     try:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
         tuner = tune.Tuner(
             _report_then_wait,
             param_space={"unit": tune.grid_search([f"3|v|{s}" for s in data.subject_ids]),

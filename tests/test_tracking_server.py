@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,12 +17,7 @@ from mlflow import MlflowClient
 from train_helpers import fake_result, random_dataset, tiny_config
 
 from orchestrator.tracking import RunTreeWriter, TrackingUnavailable
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -35,13 +30,24 @@ def _stop(proc: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+    # its worker processes may still serve for a moment after the parent is gone: wait until
+    # the whole group has exited, so that "the server is gone" is true when this returns
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_writer_waits_for_a_late_server_and_keeps_results_when_it_goes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
     # Keep the writer's HTTP settings local to this test (it sets them with setdefault).
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "server.db"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -62,7 +68,7 @@ def test_writer_waits_for_a_late_server_and_keeps_results_when_it_goes(
     caplog.set_level(logging.WARNING, logger="orchestrator.tracking")
     try:
         starter.start()
-        writer = RunTreeWriter(f"http://127.0.0.1:{port}", "late-server", retries=8,
+        writer = RunTreeWriter(f"http://127.0.0.1:{port}", "late-server", retries=12,
                                backoff_s=0.5, spool_dir=tmp_path / "spool")
         starter.join()
         assert any("retrying" in r.getMessage() for r in caplog.records), \

@@ -30,6 +30,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script too
+from tests.ports import free_port  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO_ROOT / "docker" / "entrypoint.sh"
 VENV_BIN = Path(sys.executable).parent
@@ -39,13 +42,6 @@ NODE2_RESOURCE = "node2"
 
 class TopologyError(RuntimeError):
     """A part of the topology did not start; the message names it and its log file."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 30) -> str:
