@@ -78,13 +78,18 @@ def study_experiments(client: Any, study: str) -> dict[tuple[str, int], Any]:
             return found
 
 
-def _ours(tracking_uri: str, spec: StudySpec, dataset: str,
-          task: int) -> list[dict[str, Any]]:
+def _ours(tracking_uri: str, spec: StudySpec, dataset: str, task: int,
+          profile: str | None = None) -> list[dict[str, Any]]:
     """Our rows on one dataset and task: one per variant, from the report's per-experiment
     table (newest parent of each variant; scores only when every fold finished)."""
-    from orchestrator.report import study_table
+    from orchestrator.report import ReportError, study_table
 
-    df = study_table(tracking_uri, spec.name, dataset, task, spec=spec)
+    try:
+        df = study_table(tracking_uri, spec.name, dataset, task, spec=spec, profile=profile)
+    except ReportError:
+        if profile is None:
+            raise
+        return []  # no run of that profile on this dataset: its cells stay empty
     rows = []
     for _, r in df.iterrows():
         total = "?" if pd.isna(r["folds_total"]) else str(r["folds_total"])
@@ -127,7 +132,7 @@ def _run_hint(spec: StudySpec) -> str:
 
 
 def _table3(tracking_uri: str, client: Any, spec: StudySpec,
-            experiments: dict[tuple[str, int], Any]) -> pd.DataFrame:
+            experiments: dict[tuple[str, int], Any], profile: str | None) -> pd.DataFrame:
     paper_sets = list(TABLE3_DATASETS)
     found = sorted({d for d, t in experiments if t == 3})
     datasets = paper_sets + [d for d in found if d not in paper_sets]
@@ -150,7 +155,7 @@ def _table3(tracking_uri: str, client: Any, spec: StudySpec,
              "printed (not trained here); '-' where the paper prints none",
              "ours: pooled LOSO scores of the newest parent run of each variant, shown only "
              "when every fold finished; Average = mean of CASME II and SAMM, as the paper's"]
-    per_dataset = {d: _ours(tracking_uri, spec, d, 3) for d in found}
+    per_dataset = {d: _ours(tracking_uri, spec, d, 3, profile) for d in found}
     for variant in spec.variants_for(3):
         cells = {d: next((r for r in per_dataset[d] if r["variant"] == variant.name), None)
                  for d in found}
@@ -193,7 +198,7 @@ def _table3(tracking_uri: str, client: Any, spec: StudySpec,
 
 
 def _table4(tracking_uri: str, client: Any, spec: StudySpec,
-            experiments: dict[tuple[str, int], Any]) -> pd.DataFrame:
+            experiments: dict[tuple[str, int], Any], profile: str | None) -> pd.DataFrame:
     tasks = sorted(set(spec.tasks) | {t for _, t in experiments} | set(TABLE4))
     columns = ["classes", "method", "kind", "dataset", "uf1", "uar", "status"]
     rows: list[dict[str, Any]] = []
@@ -214,7 +219,7 @@ def _table4(tracking_uri: str, client: Any, spec: StudySpec,
             notes.append(f"{task} classes: not in Table IV (no published numbers)")
         datasets = sorted(d for d, t in experiments if t == task)
         for dataset in datasets:
-            for cell in _ours(tracking_uri, spec, dataset, task):
+            for cell in _ours(tracking_uri, spec, dataset, task, profile):
                 ours.append(cell)
                 rows.append({"classes": task, "kind": KIND_OURS, "dataset": dataset,
                              "method": _ours_name(cell["label"], {cell["profile"]}),
@@ -238,7 +243,8 @@ def _table4(tracking_uri: str, client: Any, spec: StudySpec,
     return df
 
 
-def main_results_table(tracking_uri: str, spec: StudySpec) -> pd.DataFrame:
+def main_results_table(tracking_uri: str, spec: StudySpec,
+                       profile: str | None = None) -> pd.DataFrame:
     """Table III or IV (by ``spec.paper``) with the published rows and ours, from every
     experiment of ``spec`` in the store at ``tracking_uri``.
 
@@ -246,7 +252,8 @@ def main_results_table(tracking_uri: str, spec: StudySpec) -> pd.DataFrame:
     ``<dataset>_uf1``/``_uar`` per dataset and ``average_uf1``/``_uar``, status. Table IV:
     classes, method, kind, dataset, uf1, uar, status. ``df.attrs`` holds the title, the notes
     and which table it is. Experiments that do not exist yet leave our cells empty (the notes
-    say how to run them); this is not an error.
+    say how to run them); this is not an error. ``profile``: our rows from runs of that
+    profile only.
     """
     from mlflow import MlflowClient
 
@@ -257,7 +264,7 @@ def main_results_table(tracking_uri: str, spec: StudySpec) -> pd.DataFrame:
     client = MlflowClient(tracking_uri=tracking_uri)
     experiments = study_experiments(client, spec.name)
     build = _table3 if spec.paper == "table3" else _table4
-    return build(tracking_uri, client, spec, experiments)
+    return build(tracking_uri, client, spec, experiments, profile)
 
 
 def _fmt(value: Any) -> str:

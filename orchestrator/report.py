@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -191,9 +191,22 @@ def _variant_row(name: str, label: str, seeds: dict[int, dict[str, Any]]) -> dic
 
 
 def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
-           dataset: str, task: int, spec: StudySpec | None) -> pd.DataFrame:
+           dataset: str, task: int, spec: StudySpec | None, *,
+           parent_ids: Collection[str] | None = None,
+           profile: str | None = None) -> pd.DataFrame:
+    from orchestrator.tracking.tags import TAG_PROFILE
+
     exp = _experiment(client, call, study, dataset, task, tracking_uri)
-    parents = _search_all(client, call, exp.experiment_id, "tags.`medn.role` = 'parent'")
+    every_parent = _search_all(client, call, exp.experiment_id, "tags.`medn.role` = 'parent'")
+    # a study run reports its own parents; `medn report --profile P` the newest of profile P;
+    # else the newest of each variant, whichever profile made it (a note says when they mix)
+    parents = [r for r in every_parent
+               if (parent_ids is None or r.info.run_id in parent_ids)
+               and (profile is None or r.data.tags.get(TAG_PROFILE) == profile)]
+    if profile is not None and not parents:
+        made = sorted({r.data.tags.get(TAG_PROFILE, "?") for r in every_parent})
+        raise ReportError(f"--profile {profile}: no run of {exp.name} used it (its runs used: "
+                          f"{', '.join(made) or 'none'})")
     children = _search_all(client, call, exp.experiment_id,
                            "tags.`medn.role` = 'fold' and attributes.status = 'FINISHED'")
     done: dict[str, set[str]] = {}
@@ -260,6 +273,15 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
                      "(each seed's score pooled over all folds)")
     notes += cost_notes(df)
     notes += setting_notes(df)
+    if parent_ids is None and profile is None:
+        made = sorted({r.data.tags.get(TAG_PROFILE, "?") for r in every_parent})
+        if len(made) > 1:
+            shown = ", ".join(dict.fromkeys(p for p in df["profile"] if p))
+            notes.append(f"this experiment holds runs of several profiles ({', '.join(made)}); "
+                         f"each row is its variant's newest run (profile {shown}); choose "
+                         "one with --profile")
+    if profile is not None:
+        notes.append(f"only runs of profile {profile}")
     df.attrs.update(study=study, dataset=dataset, task=task, experiment=exp.name,
                     experiment_id=exp.experiment_id, notes=notes, reference=reference,
                     side_by_side=side)
@@ -370,14 +392,17 @@ def _add_comparisons(df: pd.DataFrame, client: MlflowClient, call: Callable,
 
 
 def study_table(tracking_uri: str, study: str, dataset: str = "synth", task: int = 3,
-                spec: StudySpec | None = None) -> pd.DataFrame:
+                spec: StudySpec | None = None, *, profile: str | None = None,
+                parent_ids: Collection[str] | None = None) -> pd.DataFrame:
     """One row per variant of ``study`` on ``dataset``/``task``, re-read from MLflow.
 
     Columns: label, variant, uf1, uar, accuracy (pooled over the LOSO folds; NaN unless the
     variant is complete), folds_done, folds_total, status (complete / incomplete / not started /
     pruned), run_id; plus the paper's UF1/UAR where the study reproduces Table V, VI or VII.
     ``spec`` (default: the discovered spec of that name, if any) gives the row order, labels
-    and the paper reference. ``df.attrs`` holds the experiment name and notes.
+    and the paper reference. ``df.attrs`` holds the experiment name and notes. Each row is its
+    variant's newest parent run: of ``profile`` if given, among ``parent_ids`` if given (a
+    study run reports the runs it made or resumed).
     """
     from orchestrator.studies.discover import study_entry
 
@@ -385,7 +410,8 @@ def study_table(tracking_uri: str, study: str, dataset: str = "synth", task: int
         entry = study_entry(study)
         spec = entry.spec if entry is not None else None
     client, call = _client_for(None, tracking_uri)
-    return _table(client, call, tracking_uri, study, dataset, task, spec)
+    return _table(client, call, tracking_uri, study, dataset, task, spec, profile=profile,
+                  parent_ids=parent_ids)
 
 
 def _fmt(value: Any) -> str:
@@ -644,7 +670,7 @@ def _png(figure: Figure) -> bytes:
 
 
 def write_summary(writer_or_client: Any, tracking_uri: str, spec: StudySpec, dataset: str,
-                  task: int) -> str:
+                  task: int, parent_ids: Collection[str] | None = None) -> str:
     """Create or update the study's ``summary`` run and return its id.
 
     The run (name ``summary``, tags ``medn.study``, ``medn.summary=true``, ``medn.dataset``,
@@ -653,13 +679,15 @@ def write_summary(writer_or_client: Any, tracking_uri: str, spec: StudySpec, dat
     artifacts are overwritten, its end time moves) instead of adding another one.
     ``writer_or_client`` is the study's ``RunTreeWriter`` (its retrying client is used), an
     ``MlflowClient``, or None (a client on ``tracking_uri``). The run's description
-    (``mlflow.note.content``) is the table in markdown.
+    (``mlflow.note.content``) is the table in markdown. ``parent_ids``: the parent runs the
+    table is made of (the study run's own), else each variant's newest.
     """
     import tempfile
     from pathlib import Path
 
     client, call = _client_for(writer_or_client, tracking_uri)
-    df = _table(client, call, tracking_uri, spec.name, dataset, task, spec)
+    df = _table(client, call, tracking_uri, spec.name, dataset, task, spec,
+                parent_ids=parent_ids)
     exp_id = df.attrs["experiment_id"]
     existing = _search_all(client, call, exp_id, f"tags.`{TAG_SUMMARY}` = 'true'")
     tags = {"medn.study": spec.name, TAG_SUMMARY: "true", "medn.role": "summary",

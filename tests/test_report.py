@@ -30,11 +30,12 @@ SUBJECTS = ["s01", "s02", "s03"]
 
 def add_variant(client: MlflowClient, exp_id: str, study: str, variant: str, task: int,
                 folds: dict[str, str], metrics: dict[str, float] | None,
-                incomplete: bool = False) -> str:
+                incomplete: bool = False, profile: str | None = None) -> str:
     """A parent run and its fold children, tagged as ``RunTreeWriter`` tags them."""
     parent = client.create_run(exp_id, run_name=variant, tags={
         "medn.role": "parent", "medn.variant": variant, "medn.study": study,
-        "medn.dataset": "synth", "medn.task": str(task), "medn.folds": str(len(SUBJECTS))})
+        "medn.dataset": "synth", "medn.task": str(task), "medn.folds": str(len(SUBJECTS)),
+        **({"medn.profile": profile} if profile else {})})
     pid = parent.info.run_id
     for subject, status in folds.items():
         child = client.create_run(exp_id, run_name=f"fold-{subject}", tags={
@@ -522,3 +523,34 @@ def test_side_by_side_needs_one_cell_per_variant(variants: str, message: str) ->
     text = f"name: s\nside_by_side: model.emotion.grouping\nvariants:\n{variants}"
     with pytest.raises(StudySpecError, match=message):
         parse_spec(yaml.safe_load(text), "s.yaml")
+
+
+def test_a_run_reports_its_own_parents_and_report_can_pick_a_profile(tmp_path: Path) -> None:
+    spec = find_study("ablation-components", cwd=REPO, check_model=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("ablation-components/synth-3class",
+                                   artifact_location=(tmp_path / "a").as_uri())
+    quick = add_variant(client, exp, "ablation-components", "no5-full", 3, ALL_DONE,
+                        {"uf1": 0.42, "uar": 0.48, "accuracy": 0.5}, profile="quick")
+    add_variant(client, exp, "ablation-components", "no5-full", 3, ALL_DONE,  # newer
+                {"uf1": 0.26, "uar": 0.33, "accuracy": 0.65}, profile="quick-paper")
+    newest = study_table(uri, "ablation-components", spec=spec).set_index("variant")
+    assert newest.loc["no5-full", "uf1"] == pytest.approx(0.26)
+    assert any("several profiles (quick, quick-paper)" in n for n in newest.attrs["notes"])
+    # the study run that resumed the quick parent reports it, not the newer quick-paper one
+    own = study_table(uri, "ablation-components", spec=spec, parent_ids={quick})
+    assert own.set_index("variant").loc["no5-full", "uf1"] == pytest.approx(0.42)
+    assert not any("several profiles" in n for n in own.attrs["notes"])
+    picked = study_table(uri, "ablation-components", spec=spec, profile="quick")
+    assert picked.set_index("variant").loc["no5-full", "uf1"] == pytest.approx(0.42)
+    assert "only runs of profile quick" in picked.attrs["notes"]
+    with pytest.raises(ReportError, match=r"--profile paper: no run .* quick, quick-paper"):
+        study_table(uri, "ablation-components", spec=spec, profile="paper")
+    from orchestrator.cli.app import app
+
+    result = CliRunner().invoke(app, ["report", "ablation-components", "--tracking-uri", uri,
+                                      "--profile", "quick", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(io.StringIO(result.output)).set_index("variant")
+    assert rows.loc["no5-full", "uf1"] == pytest.approx(0.42)

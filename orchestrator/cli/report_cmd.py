@@ -18,6 +18,9 @@ def report_command(
     tracking_uri: Annotated[str | None, typer.Option(
         help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
     ] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="only runs of this profile (default: each variant's newest run, any profile)")
+    ] = None,
 ) -> None:
     """Print a study's table from MLflow (pooled UF1/UAR per variant, folds done, status)."""
     from rich.markup import escape
@@ -46,9 +49,9 @@ def report_command(
     main_spec = None if set(given) - {"DEFAULT"} else main_results_spec(study)
     try:
         if main_spec is not None:
-            df, render = main_results_table(uri, main_spec), render_main_results
+            df, render = main_results_table(uri, main_spec, profile), render_main_results
         else:
-            df = study_table(uri, study, dataset, task)
+            df = study_table(uri, study, dataset, task, profile=profile)
     except ReportError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -76,12 +76,21 @@ def finish_study(ctx: StudyContext, states: list[VariantState], started: float,
                 problems.append(f"{state.name}: could not update its parent run: {err}")
     summaries: dict[int, str] = {}
     experiments = list(dict.fromkeys(s.experiment for s in states))
+
+    def own_parents(task: int) -> set[str] | None:
+        # a run's table is made of the parents it made or resumed, never of another profile's
+        # newer runs in the same experiment; a search's table holds every trial ever run
+        if ctx.spec.search is not None:
+            return None
+        return {s.parent_id for s in states if s.task == task and s.parent_id}
+
     if not report.problems and ctx.executor != "local":  # one configuration: no summary
         for task in ctx.options.tasks:
             experiment = ctx.experiment(task)
             try:
                 summaries[task] = write_summary(ctx.writer(experiment), ctx.tracking_uri,
-                                                ctx.spec, ctx.options.dataset, task)
+                                                ctx.spec, ctx.options.dataset, task,
+                                                parent_ids=own_parents(task))
             except Exception as err:  # noqa: BLE001 - reported, never hidden
                 problems.append(f"summary of task {task}: {err}")
     console = ctx.console
@@ -92,7 +101,7 @@ def finish_study(ctx: StudyContext, states: list[VariantState], started: float,
         for task in ctx.options.tasks:
             try:
                 df = report_table(ctx.tracking_uri, ctx.spec.name, ctx.options.dataset, task,
-                                  spec=ctx.spec)
+                                  spec=ctx.spec, parent_ids=own_parents(task))
                 console.print(render(df, "table"))
             except Exception as err:  # noqa: BLE001
                 problems.append(f"report of task {task}: {err}")
