@@ -315,3 +315,21 @@ def test_runs_describe_themselves_in_the_mlflow_ui(store, cfg, data, tmp_path):
     assert table.startswith("|") or "\n|" in table
     for v in spec.variants_for(3):
         assert v.label in table
+
+
+def test_a_failed_cost_count_is_a_tag_never_a_failed_parent(store, cfg, data, monkeypatch):
+    import orchestrator.cost
+
+    def broken(*_args, **_kwargs):
+        raise ImportError("the profiler could not load")
+
+    monkeypatch.setattr(orchestrator.cost, "model_cost_metrics", broken)
+    writer = _writer(store, "cost-error")
+    parent = writer.parent_run("v", cfg, data, {"medn.study": "cost-error"})
+    run = MlflowClient(store[0]).get_run(parent)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags["medn.cost_error"] == "ImportError: the profiler could not load"
+    assert run.data.tags["medn.study"] == "cost-error"
+    assert not any(k.startswith("cost/") for k in run.data.metrics)
+    again = RunTreeWriter(store[0], "cost-error", spool_dir=writer.spool_dir)
+    assert again.parent_run("v", cfg, data, {"medn.study": "cost-error"}) == parent

@@ -313,8 +313,9 @@ class RunTreeWriter:
         self._mlflow.log_inputs(run_id, datasets=[_dataset_input(cfg, data)])
         # Per-clip alignment QC beside the dataset input, so a run shows what it was fed.
         self._mlflow.log_text(run_id, qc_table_csv(data), "data/qc.csv")
-        metrics, tags = parent_cost(cfg, data)  # parameters, FLOPs per clip (Table VI's claim)
-        self.log_batch(run_id, metrics=metrics, tags=tags)
+        # parameters, FLOPs per clip (Table VI's claim); own names: ``tags`` is still needed
+        cost_metrics, cost_tags = parent_cost(cfg, data)
+        self.log_batch(run_id, metrics=cost_metrics, tags=cost_tags)
         if fresh:
             return run_id
         kept = self._keep_one_parent(self._parent_filter(variant, cfg, data, tags), run_id,
