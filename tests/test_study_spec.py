@@ -191,6 +191,10 @@ def test_tune_search_draws_from_its_space() -> None:
     ("name: other\nvariants: [{name: a}]\n", r"name: 'other' must match the file name"),
     ("name: bad\nvariants:\n  grid: {model.motion: [1]}\n", r"names a whole section"),
     ("name: bad\nvariants: [{name: a}\n", r"not valid YAML"),
+    ("name: bad\nvariants:\n  - {name: a, set: {optim.lr: 0.01, optim.lr: 0.02}}\n",
+     r"the key 'optim\.lr' is given twice \(first on line 3\)"),
+    ("name: bad\nseeds: 2\nseeds: 3\nvariants: [{name: a}]\n",
+     r"the key 'seeds' is given twice \(first on line 2\)"),
 ])
 def test_invalid_spec_error_names_file_and_field(tmp_path: Path, body: str,
                                                  expected: str) -> None:

@@ -527,6 +527,20 @@ class _NoAliasLoader(yaml.SafeLoader):
                 "write the values out", event.start_mark)
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # a key written twice would silently keep only its last value (a variant's `set`
+        # losing an override): refuse it, naming the key and its line
+        seen: dict[Any, Any] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"the key {key!r} is given twice (first on line "
+                    f"{seen[key].start_mark.line + 1})", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
 
 def load_spec_yaml(path: Path) -> Any:
     """The YAML of a spec file: a regular file of at most ``MAX_SPEC_BYTES``, UTF-8, without
