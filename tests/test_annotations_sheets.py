@@ -304,3 +304,17 @@ def test_cli_missing_column_exits_2_naming_it(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "'Apex Frame'" in result.stderr and "samm_noapex.xlsx" in result.stderr
+
+
+def test_cli_a_sheet_with_no_usable_clip_exits_2_after_listing_why(tmp_path: Path) -> None:
+    rows = casme2_rows()
+    blank = [rows[0]] + [[None, *row[1:]] for row in rows[1:]]  # every Subject cell blank
+    path = write_book(tmp_path / "nosubjects.xlsx", {"Sheet1": blank})
+    result = runner.invoke(app, ["data", "validate", "--dataset", "casme2", "--annotations",
+                                 str(path)], terminal_width=300)
+    assert result.exit_code == 2, result.output
+    assert "no subject" in result.stdout  # each excluded row is still listed with its reason
+    assert f"--annotations {path}: no usable clip for task 3" in " ".join(result.stderr.split())
+    as_json = runner.invoke(app, ["data", "validate", "--dataset", "casme2", "--annotations",
+                                  str(path), "--json"])
+    assert as_json.exit_code == 2 and json.loads(as_json.stdout)["total"] == 0

@@ -150,7 +150,13 @@ def register(app: typer.Typer) -> None:
         report = validation_report(dataset, task, table, labelled)
         if as_json:
             typer.echo(json.dumps(report, ensure_ascii=False))
-            return
-        source = str(annotations) if annotations is not None else (
-            f"generator profile {profile}, seed {seed}")
-        print_report(Console(), report, source)
+        else:
+            source = str(annotations) if annotations is not None else (
+                f"generator profile {profile}, seed {seed}")
+            print_report(Console(), report, source)
+        if report["total"] == 0:  # a sheet nothing can be trained from is not a valid one
+            where = (f"--annotations {annotations}" if annotations is not None
+                     else f"--dataset {dataset}")
+            excluded = len(report["excluded"])
+            raise input_error(where, f"no usable clip for task {task} ({excluded} rows "
+                                     "excluded, each listed with its reason)")
