@@ -148,6 +148,8 @@ def test_study_list_keeps_names_whole_in_a_pipe_and_has_json(
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     lines = [line for line in result.stdout.splitlines() if "ablation-components" in line]
     assert lines, result.stdout  # `medn study list | grep ablation-components` finds it
+    # too narrow for a description column: the descriptions follow the table, whole
+    assert "ablation-components: Table V: ablation of SEVit" in " ".join(result.stdout.split())
     listed = json.loads(cli("study", "list", "--json", cwd=tmp_path,
                             monkeypatch=monkeypatch).stdout)
     by_name = {item["name"]: item for item in listed}

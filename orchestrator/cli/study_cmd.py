@@ -59,13 +59,17 @@ def list_command(
         return
     table = Table(title="Studies", show_lines=False)
     # Names and paths are never folded: `medn study list | grep NAME` must find them whole;
-    # the description takes what width is left.
+    # the description takes what width is left, or goes below the table when too little is
+    # (an 80-column pipe would fold it a few letters per line)
     widest = max((len(name) for name in entries), default=4)
+    fixed = widest + len("Table VII") + len("search, 20 trials") + len("3,4,7") + len("builtin")
+    inline = console.width - fixed - 3 * 6 >= 30
     table.add_column("name", no_wrap=True, min_width=widest)
     table.add_column("paper", no_wrap=True)
     table.add_column("variants", no_wrap=True)
     table.add_column("tasks", no_wrap=True)
-    table.add_column("description", overflow="fold", ratio=1)
+    if inline:
+        table.add_column("description", overflow="fold", ratio=1)
     table.add_column("from", no_wrap=True)
     invalid: list[StudyEntry] = []
     for entry in entries.values():
@@ -73,12 +77,18 @@ def list_command(
         if entry.spec is None:
             invalid.append(entry)
             table.add_row(f"[red]{escape(entry.name)}[/]", "", "[red]invalid[/]", "",
-                          "[red]see below[/]", origin)
+                          *(["[red]see below[/]"] if inline else []), origin)
             continue
         spec = entry.spec
         table.add_row(spec.name, PAPER_TITLES.get(spec.paper or "", "-"), _size(spec),
-                      ",".join(map(str, spec.tasks)), escape(spec.description), origin)
+                      ",".join(map(str, spec.tasks)),
+                      *([escape(spec.description)] if inline else []), origin)
     console.print(table)
+    if not inline:
+        for entry in entries.values():
+            if entry.spec is not None and entry.spec.description:
+                console.print(f"[bold]{escape(entry.name)}[/]: {escape(entry.spec.description)}",
+                              highlight=False)
     for entry in invalid:
         console.print(f"[red]invalid:[/] {escape(entry.error or '')}", highlight=False,
                       soft_wrap=True)
