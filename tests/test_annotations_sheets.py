@@ -285,6 +285,8 @@ def test_cli_table_lists_every_issue(casme2_sheet: Path) -> None:
     (["--dataset", "casme2"], ["--annotations"]),
     (["--dataset", "smic", "--annotations", "x.xlsx"], ["--dataset", "smic"]),
     (["--dataset", "casme2", "--annotations", "missing.xlsx"], ["missing.xlsx", "does not exist"]),
+    (["--dataset", "casme2", "--annotations", "."], ["annotation file . is a directory"]),
+    (["--dataset", "casme2", "--annotations", "/dev/null"], ["/dev/null is not a regular file"]),
     (["--dataset", "casme2", "--task", "7", "--annotations", "x.xlsx"], ["--task", "3, 5"]),
 ])
 def test_cli_bad_input_exits_2(args: list[str], fragments: list[str]) -> None:

@@ -76,7 +76,10 @@ def read_sheet(path: Path, sheet: str | int, columns: list[Column], dataset: str
     """
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"{dataset} annotation file {path} does not exist")
+        what = ("is a directory" if path.is_dir() else
+                "is not a regular file" if path.exists() else "does not exist")
+        raise AnnotationError(f"{dataset} annotation file {path} {what}; expected the "
+                              "dataset's .xlsx sheet")
     try:
         book = pd.read_excel(path, sheet_name=None, header=None, dtype=object, engine="openpyxl")
     except Exception as err:  # openpyxl raises several types for non-workbooks
