@@ -43,20 +43,26 @@ def parse_frame(value: object) -> int | None:
     return int(text) if _FRAME.match(text) else None
 
 
+def _not_a_frame(name: str, cell: object) -> str:
+    text = cell_text(cell)
+    if text == "":  # a blank cell, or one pandas read as NaN (an error value, a lost formula)
+        return f"{name} cell is empty (no frame number)"
+    return f"{name} {text!r} is not a frame number"
+
+
 def check_timing(onset_cell: object, apex_cell: object, offset_cell: object,
                  fps: float) -> TimingVerdict:
     """Apply the timing rules above to one row's three frame cells at the dataset's ``fps``."""
     onset, apex, offset = (parse_frame(v) for v in (onset_cell, apex_cell, offset_cell))
     if onset is None:
-        return TimingVerdict(exclusion=f"onset {cell_text(onset_cell)!r} is not a frame number")
+        return TimingVerdict(exclusion=_not_a_frame("onset", onset_cell))
     if offset is None:
-        return TimingVerdict(exclusion=f"offset {cell_text(offset_cell)!r} is not a frame number")
+        return TimingVerdict(exclusion=_not_a_frame("offset", offset_cell))
     if apex is None:
-        text = cell_text(apex_cell)
-        if text == "/":
+        if cell_text(apex_cell) == "/":
             return TimingVerdict(exclusion="apex '/': the coder gave no apex frame (the MEGC2019 "
                                            "composite list leaves such clips out)")
-        return TimingVerdict(exclusion=f"apex {text!r} is not a frame number")
+        return TimingVerdict(exclusion=_not_a_frame("apex", apex_cell))
     notes: list[str] = []
     if offset == 0:
         if apex <= onset:
