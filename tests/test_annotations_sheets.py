@@ -322,3 +322,17 @@ def test_cli_a_sheet_with_no_usable_clip_exits_2_after_listing_why(tmp_path: Pat
     as_json = runner.invoke(app, ["data", "validate", "--dataset", "casme2", "--annotations",
                                   str(path), "--json"])
     assert as_json.exit_code == 2 and json.loads(as_json.stdout)["total"] == 0
+
+
+def test_a_path_in_a_subject_or_filename_cell_is_excluded(tmp_path: Path) -> None:
+    rows = [CASME2_HEADER,
+            ["01", "EP01_01f", None, 10, 20, 40, None, "4", "disgust"],
+            ["../../etc", "EP01_02", None, 10, 20, 40, None, "4", "disgust"],
+            ["02", "../passwd", None, 10, 20, 40, None, "4", "disgust"],
+            ["03", "..", None, 10, 20, 40, None, "4", "disgust"]]
+    table = load_annotations("casme2", write_book(tmp_path / "paths.xlsx", {"Sheet1": rows}))
+    assert [r.video for r in table.records] == ["EP01_01f"]
+    reasons = {issue.row: issue.reason for issue in table.excluded}
+    assert reasons == {3: "subject '../../etc' is not a plain folder name",
+                       4: "filename '../passwd' is not a plain folder name",
+                       5: "filename '..' is not a plain folder name"}

@@ -123,6 +123,10 @@ def _check_row(layout: SheetLayout, data: SheetData,
         return excluded("no subject")
     if not filename:
         return excluded("no filename")
+    for name, text in (("subject", subject), ("filename", filename)):
+        # both become folder names under --data-root: a path in a cell must not reach outside
+        if "/" in text or "\\" in text or text in (".", "..") or "\0" in text:
+            return excluded(f"{name} {text!r} is not a plain folder name")
     notes: list[str] = []
     if subject != raw_subject:
         notes.append(f"subject {raw_subject!r} (stored as a number) read as {subject!r}")
