@@ -17,6 +17,7 @@ keys, bad values and non-finite numbers are errors naming the field.
 from __future__ import annotations
 
 import copy
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
@@ -26,6 +27,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DatasetName = Literal["synth", "casme2", "samm", "casme3a"]
 ProfileName = Literal["smoke", "quick", "quick-paper", "stable", "paper"]
+
+
+# Upper bounds of the integer sizes a user sets: far above any setting of the paper or of a
+# profile (300 epochs, batch 128, 144 px, T = 8, ViT-B widths), low enough that a typo
+# (``epochs: 3000000``) is an error naming the field, never a run that trains for ever or
+# asks for terabytes.
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_FRAMES = 1024
+MAX_SIZE = 2048
+MAX_WIDTH = 16_384  # channels, hidden and token widths
+MAX_DEPTH = 256  # blocks, heads
+MAX_SEED = 2**32 - 1  # NumPy's legacy seed range; torch takes it too
+MAX_SYNTH_SUBJECTS = 1000  # the full synth profile has 94 subjects
 
 
 class _Strict(BaseModel):
@@ -41,17 +56,20 @@ class DataConfig(_Strict):
     task: Literal[3, 4, 5, 7] = 3
     annotations: Path | None = None
     data_root: Path | None = None
-    frames: int = Field(8, ge=2, description="T: frames sampled uniformly from onset to offset")
-    size: int = Field(144, ge=16, description="H = W of the aligned face crop and its flow")
+    frames: int = Field(8, ge=2, le=MAX_FRAMES,
+                        description="T: frames sampled uniformly from onset to offset")
+    size: int = Field(144, ge=16, le=MAX_SIZE,
+                      description="H = W of the aligned face crop and its flow")
     cache_dir: Path = Path(".medn_cache")
     synth_profile: Literal["smoke", "quick", "full"] = "quick"
-    synth_subjects: int | None = Field(None, ge=2)
-    synth_seed: int = 0
+    synth_subjects: int | None = Field(None, ge=2, le=MAX_SYNTH_SUBJECTS)
+    synth_seed: int = Field(0, ge=0, le=MAX_SEED)
     synth_hard_share: float = Field(
         0.85, ge=0.0, le=1.0,
         description="synth: share of clips whose exact AU set also occurs with another emotion")
     au_min_count: int = Field(
-        10, ge=1, description="an AU enters the AU head when at least this many clips show it")
+        10, ge=1, le=1_000_000,
+        description="an AU enters the AU head when at least this many clips show it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +109,8 @@ class LEDConfig(BackboneConfig):
     followed by BN and Dropout3d, an MLP with dropout. The paper's default motion branch."""
 
     backbone: Literal["led"] = "led"
-    width: int = Field(32, ge=1, description="channels of the first 3D conv (the second has "
+    width: int = Field(32, ge=1, le=MAX_WIDTH,
+                       description="channels of the first 3D conv (the second has "
                        "twice as many); 32 and 64 in the original")
     led_input: Literal["frames", "flow"] = Field(
         "frames", description="what LED filters: 'frames' = the T aligned grayscale frames, as "
@@ -109,7 +128,8 @@ class LEDConfig(BackboneConfig):
         "signed", description="the filter's normaliser: 'signed' = x|W| + 1 as in the original "
         "(exact for frames, x >= 0); 'abs' = |x||W| + 1 (never 0 on signed flow; a stabiliser)")
     led_grid: int = Field(
-        4, ge=1, description="the 3D-conv map is average-pooled to this GxG grid before the "
+        4, ge=1, le=MAX_DEPTH,
+        description="the 3D-conv map is average-pooled to this GxG grid before the "
         "MLP (the original flattened a 9x9 map of 64x64 input; pooling keeps 144x144 sane)")
     led_drop_first: bool = Field(
         True, description="drop the first (unfiltered, passed-through) frame before the 3D "
@@ -119,12 +139,14 @@ class LEDConfig(BackboneConfig):
         "(0.5 in the original)")
     led_head_dropout: float = Field(
         0.5, ge=0.0, lt=1.0, description="dropout between the MLP's layers (0.5 in the original)")
-    led_hidden: int = Field(256, ge=1, description="the MLP's hidden width (256 in the original)")
+    led_hidden: int = Field(256, ge=1, le=MAX_WIDTH,
+                            description="the MLP's hidden width (256 in the original)")
     led_filter_lr: float | None = Field(
         0.1, gt=0.0, le=1.0, description="learning rate of the filter's (alpha, r1, r2), their "
         "own optimiser group (0.1 in the original); null = part of the motion group")
     led_filter_lr_epoch: int = Field(
-        50, ge=1, description="the filter group's lr is multiplied by led_filter_lr_decay once, "
+        50, ge=1, le=MAX_EPOCHS,
+        description="the filter group's lr is multiplied by led_filter_lr_decay once, "
         "after this many epochs (50 in the original)")
     led_filter_lr_decay: float = Field(0.1, gt=0.0, le=1.0)
 
@@ -167,7 +189,8 @@ class ResNetConfig(BackboneConfig):
     """ResNet-18/34 over the onset->apex flow (Table VII); standard width 64."""
 
     backbone: Literal["resnet18", "resnet34"] = "resnet18"
-    width: int = Field(64, ge=1, description="base channel width (64 in the standard ResNet)")
+    width: int = Field(64, ge=1, le=MAX_WIDTH,
+                       description="base channel width (64 in the standard ResNet)")
 
     profile_values: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"width": 8}, "quick-paper": {"width": 8}, "smoke": {"width": 4},
@@ -178,10 +201,10 @@ class ViTConfig(BackboneConfig):
     """ViT-B/16 over the onset->apex flow (Table VII)."""
 
     backbone: Literal["vit_b16"] = "vit_b16"
-    vit_dim: int = Field(768, ge=8, description="token width (768 in ViT-B/16)")
-    vit_depth: int = Field(12, ge=1, description="blocks (12 in ViT-B/16)")
-    vit_heads: int = Field(12, ge=1, description="heads (12 in ViT-B/16)")
-    vit_patch: int = Field(16, ge=1, description="patch size (16 in ViT-B/16)")
+    vit_dim: int = Field(768, ge=8, le=MAX_WIDTH, description="token width (768 in ViT-B/16)")
+    vit_depth: int = Field(12, ge=1, le=MAX_DEPTH, description="blocks (12 in ViT-B/16)")
+    vit_heads: int = Field(12, ge=1, le=MAX_DEPTH, description="heads (12 in ViT-B/16)")
+    vit_patch: int = Field(16, ge=1, le=MAX_SIZE, description="patch size (16 in ViT-B/16)")
 
     profile_values: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"vit_dim": 48, "vit_depth": 2, "vit_heads": 2, "vit_patch": 12},
@@ -229,9 +252,10 @@ class EmotionConfig(_Strict):
         "sequentially into s^2 non-overlapping sub-tensors'); 'strided' = tokens s apart, each "
         "group spanning the whole face (the grouping of SparseViT, ref. [40], which the text "
         "cites). Both equal the plain ViT at s = 1")
-    patch_size: int = Field(9, ge=1, description="spatial patch size; 144/9 = a 16x16 token grid")
-    depth: int = Field(2, ge=1, description="transformer blocks per sparsity branch")
-    heads: int = Field(4, ge=1)
+    patch_size: int = Field(9, ge=1, le=MAX_SIZE,
+                            description="spatial patch size; 144/9 = a 16x16 token grid")
+    depth: int = Field(2, ge=1, le=MAX_DEPTH, description="transformer blocks per sparsity branch")
+    heads: int = Field(4, ge=1, le=MAX_DEPTH)
     mlp_ratio: float = Field(2.0, gt=0, le=64.0)
     pool: Literal["mean", "time"] = Field(
         "mean", description="how a branch's tokens become F_k (the paper does not say): 'time' "
@@ -241,9 +265,10 @@ class EmotionConfig(_Strict):
     @field_validator("sparsity_rates")
     @classmethod
     def _positive(cls, rates: list[int]) -> list[int]:
-        bad = [r for r in rates if r < 1]
+        bad = [r for r in rates if not 1 <= r <= MAX_SIZE]
         if bad:
-            raise ValueError(f"sparsity rates must be positive integers, got {bad}")
+            raise ValueError(f"sparsity rates must be positive integers up to {MAX_SIZE}, "
+                             f"got {bad}")
         return rates
 
 
@@ -251,8 +276,9 @@ class FusionConfig(_Strict):
     """How F_m and F_e are fused: CoFM (eq. 9-14) or the weighted sum of ablation No.3."""
 
     kind: Literal["cofm", "weighted_sum"] = "cofm"
-    tokens: int = Field(4, ge=1, description="CoFM views each D-vector as this many tokens")
-    heads: int = Field(2, ge=1)
+    tokens: int = Field(4, ge=1, le=MAX_WIDTH,
+                        description="CoFM views each D-vector as this many tokens")
+    heads: int = Field(2, ge=1, le=MAX_DEPTH)
     residual: bool = Field(
         False, description="CoFM: F'_m = F_perp_m + MHA(F_perp_m, F_col,m) (likewise e), the usual "
         "transformer residual (a stabiliser; eq. 14's F' is the bare MHA output)")
@@ -261,7 +287,7 @@ class FusionConfig(_Strict):
 class ModelConfig(_Strict):
     """MEDN's sizes and parts. ``dim`` is D, the width of F_m, F_e and F_fusion."""
 
-    dim: int = Field(128, ge=4)
+    dim: int = Field(128, ge=4, le=MAX_WIDTH)
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="before the classifier")
     input_norm: Literal["none", "clip_rms", "fixed"] = Field(
         "none", description="how MEDN scales its input flows (the paper does not say): "
@@ -302,10 +328,12 @@ class OptimConfig(_Strict):
 
     lr: float = Field(1e-4, gt=0.0, le=1.0)
     weight_decay: float = Field(1e-3, ge=0.0, le=1.0)
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(300, ge=1, description="300 is OUR assumption: the paper gives no "
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE)
+    epochs: int = Field(300, ge=1, le=MAX_EPOCHS,
+                        description="300 is OUR assumption: the paper gives no "
                         "number of epochs (it decays the motion lr 'every 100 epochs')")
-    motion_lr_step: int = Field(100, ge=1, description="epochs between motion-branch lr decays")
+    motion_lr_step: int = Field(100, ge=1, le=MAX_EPOCHS,
+                                description="epochs between motion-branch lr decays")
     motion_lr_decay: float = Field(0.1, gt=0.0, le=1.0)
     sampling: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="how an epoch's training clips are drawn: 'shuffle' = each once; "
@@ -320,7 +348,7 @@ class MednConfig(_Strict):
     """A whole training configuration."""
 
     profile: ProfileName = "quick"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -605,14 +633,39 @@ def _apply_backbone_profile(tree: dict[str, Any], profile: str) -> None:
         model["motion"] = deep_merge(cls.profile_values.get(profile, {}), motion)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping from ``path`` (``yaml.safe_load``), with a clear error naming the file."""
+    """A YAML mapping from ``path`` (``yaml.safe_load``), with a clear error naming the file:
+    a regular UTF-8 file of at most ``MAX_CONFIG_BYTES`` (a folder, a FIFO or ``/dev/zero``
+    is an error, never a traceback or a hang)."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        info = path.stat()
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory; expected a YAML configuration file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file; expected a YAML configuration file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {info.st_size} bytes; a configuration file may have at "
+                              f"most {MAX_CONFIG_BYTES}")
+        raw = path.read_bytes()[:MAX_CONFIG_BYTES + 1]
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                          f"{err.start})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

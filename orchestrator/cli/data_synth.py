@@ -23,6 +23,9 @@ from medn.data.synth import (
     hard_sample_share,
 )
 
+# Worker processes: far above any machine's cores; 100000 would fork until the machine fails.
+MAX_WORKERS = 1024
+
 
 def _error(flag: str, message: str) -> typer.Exit:
     Console(stderr=True, soft_wrap=True, highlight=False).print(
@@ -129,12 +132,15 @@ def register(app: typer.Typer) -> None:
         cache_dir: Annotated[Path, typer.Option(help="preprocessing cache folder")
                              ] = Path(".medn_cache"),
         workers: Annotated[int | None, typer.Option(
-            min=1, help="worker processes (default: every core)")] = None,
+            help=f"worker processes, 1 to {MAX_WORKERS} (default: every core)")] = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="print one JSON object on stdout instead of tables")] = False,
     ) -> None:
         """Generate the synthetic micro-expression dataset and prepare it (render, TV-L1 flow,
         cache); print per-emotion counts, subjects, the hard-sample share and the cache folder."""
+        if workers is not None and not 1 <= workers <= MAX_WORKERS:
+            raise _error("--workers", f"expected 1 to {MAX_WORKERS} worker processes, "
+                         f"got {workers}")
         data_cfg = _data_config(profile, subjects, seed, size, task, frames, hard_share,
                                 cache_dir)
         from medn.data.dataset import PreparationError, prepare_dataset

@@ -69,6 +69,7 @@ def run_study(spec: StudySpec, options: StudyOptions, *, console: Console | None
     if options.trials is not None and spec.search is None:
         raise StudyInputError(f"--trials {options.trials}: study {spec.name!r} has fixed "
                               "variants, not a search")
+    options.check_study_size(spec)  # on the counts, before any parent run is opened
     states: list[VariantState] = []
     try:
         ctx = make_context(spec, options, console, show_progress, executor)

@@ -19,6 +19,7 @@ from typing import Annotated, Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medn.config import ConfigError, DatasetName, ProfileName, flatten_tree, parse_override
+from orchestrator.studies.spec import MAX_SEEDS, MAX_UNITS
 
 TASKS = (3, 4, 5, 7)
 DATASETS: tuple[str, ...] = get_args(DatasetName)
@@ -31,6 +32,21 @@ BOTH = (STUDY, TRAIN)
 FLAG_OWNED_KEYS: dict[str, str] = {
     "profile": "--profile", "data.dataset": "--dataset", "data.task": "--task",
     "data.annotations": "--annotations", "data.data_root": "--data-root"}
+# torch's threads of ``medn train``: far above any machine's cores, far below what breaks torch
+# (100000 threads crashed inside it); oversubscribing a few times is the user's choice.
+MAX_THREADS = 1024
+
+
+def flag_owned_key(key: str, value: Any, source: str) -> str | None:
+    """Why dotted ``key`` may not be set by ``source`` (``"--set"``, ``"the --config file"``):
+    the flag that owns it, with the flag to use instead; None when ``source`` may set it.
+    One rule for ``--set`` and ``--config``: otherwise the run would train one thing and name
+    its experiment and report after another."""
+    owner = next((flag for k, flag in FLAG_OWNED_KEYS.items()
+                  if key == k or key.startswith(k + ".")), None)
+    if owner is None:
+        return None
+    return f"{key} is set by {owner}, not by {source} (use {owner} {value})"
 
 
 class StudyOptionsError(ValueError):
@@ -122,7 +138,7 @@ class StudyOptions(BaseModel):
     seeds: Annotated[int | None, Flag(
         "--seeds", "training seeds per variant (the configuration's seed, +1, ...): each seed is "
         "its own parent run; reports show mean ± std over seeds", int | None, commands=(STUDY,),
-        show_default="the spec's seeds, else 1"), Field(ge=1)] = None
+        show_default="the spec's seeds, else 1"), Field(ge=1, le=MAX_SEEDS)] = None
     # medn train
     variant: Annotated[str | None, Flag(
         "--variant", "the name of this configuration (the parent run's name)", str | None,
@@ -134,9 +150,10 @@ class StudyOptions(BaseModel):
         "--fold", "train only this held-out subject (repeatable); pooled metrics need every fold",
         list[str] | None, commands=(TRAIN,))] = None
     threads: Annotated[int | None, Flag(
-        "--threads", "CPU threads for torch (the small smoke/quick models run fastest on one)",
-        int | None, commands=(TRAIN,), show_default="1 for smoke and quick, all cores for paper"),
-        Field(ge=1)] = None
+        "--threads", "CPU threads for torch (the small smoke/quick models run fastest on one); "
+        f"at most {MAX_THREADS}", int | None, commands=(TRAIN,),
+        show_default="1 for smoke and quick, all cores for paper"),
+        Field(ge=1, le=MAX_THREADS)] = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -171,11 +188,9 @@ class StudyOptions(BaseModel):
             except ConfigError as err:
                 raise ValueError(str(err).removeprefix(f"--set {item!r}: ")) from None
             for key in flatten_tree(tree):
-                owner = next((flag for k, flag in FLAG_OWNED_KEYS.items()
-                              if key == k or key.startswith(k + ".")), None)
-                if owner is not None:
-                    raise ValueError(f"{key} is set by {owner}, not by --set (use "
-                                     f"{owner} {item.split('=', 1)[1]})")
+                problem = flag_owned_key(key, item.split("=", 1)[1], "--set")
+                if problem is not None:
+                    raise ValueError(problem)
         return list(sets)
 
     @model_validator(mode="after")
@@ -199,6 +214,22 @@ class StudyOptions(BaseModel):
                                  f"the {self.dataset} frames in their release layout; see "
                                  "docs/data.md)")
         return self
+
+    def check_study_size(self, spec: Any) -> None:
+        """Refuse a run of ``spec`` (a ``StudySpec``) with more (task, variant, seed) units
+        than ``MAX_UNITS``, naming the flag or spec field that asks for them; checked on the
+        counts alone, before any variant is expanded or any parent run opened."""
+        seeds = self.seeds if self.seeds is not None else spec.seeds
+        variants = spec.variant_count() if spec.search is None else 1
+        units = len(self.tasks) * variants * seeds
+        if units <= MAX_UNITS:
+            return
+        where = (f"--seeds {self.seeds}" if self.seeds is not None
+                 else f"--task {' '.join(map(str, self.tasks))} (the spec's seeds: {seeds})")
+        raise StudyOptionsError(
+            f"{where}: {len(self.tasks)} task(s) x {variants} variant(s) x {seeds} seed(s) = "
+            f"{units} trainings of a variant, more than the {MAX_UNITS} one run may have; "
+            "use fewer --seeds or --task values, or split the study")
 
     def data_tree(self, task: int) -> dict[str, Any]:
         """The ``data`` section these options set for ``task`` (merged over the study's base)."""
@@ -256,6 +287,9 @@ def _message(item: Any) -> str:
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         return f"expected a number {'>=' if kind == 'greater_than_equal' else '>'} {bound:g}"
+    if kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        return f"expected a number {'<=' if kind == 'less_than_equal' else '<'} {bound:g}"
     if kind == "too_short":
         return "give at least one"
     return item["msg"].removeprefix("Value error, ")

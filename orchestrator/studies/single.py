@@ -8,31 +8,32 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medn.config import flatten_tree, load_yaml
-from orchestrator.studies.options import FLAG_OWNED_KEYS
+from medn.config import ConfigError, flatten_tree, load_yaml
+from orchestrator.studies.options import flag_owned_key
 from orchestrator.studies.spec import StudySpec, StudySpecError
 
 TRAIN_STUDY = "train"
-# A flag-owned key of a --config file, as the StudyOptions field it fills when no flag is given.
-_OPTION_OF_KEY = {"profile": "profile", "data.dataset": "dataset", "data.task": "tasks",
-                  "data.annotations": "annotations", "data.data_root": "data_root"}
 
 
 def train_spec(variant: str = "default", config_file: Path | None = None
                ) -> tuple[StudySpec, dict[str, Any]]:
     """The study ``train`` with one variant named ``variant`` whose base is ``config_file``.
 
-    Returns the spec and the options the file sets through flag-owned keys (``profile``,
-    ``data.dataset``, ``data.task``, ...) for the caller to use where no flag was given: a flag
-    wins over the file, the file over the defaults.
+    The file may not set the keys a flag owns (``profile``, ``data.dataset``, ``data.task``,
+    ...): the same rule as ``--set``, so a file's ``profile: paper`` is never silently beaten by
+    the default ``--profile``. Returns the spec and an empty dict (the options the file sets:
+    none, kept for callers merging it under the flags).
     """
-    tree = load_yaml(config_file) if config_file is not None else {}
+    try:
+        tree = load_yaml(config_file) if config_file is not None else {}
+    except ConfigError as err:
+        raise StudySpecError(f"--config {err}") from None
     flat = flatten_tree(tree)
+    problems = [p for key, value in flat.items()
+                if (p := flag_owned_key(key, value, "a --config file")) is not None]
+    if problems:
+        raise StudySpecError(f"--config {config_file}: " + "; ".join(problems))
     from_file: dict[str, Any] = {}
-    for key in FLAG_OWNED_KEYS:
-        if key in flat:
-            value = flat.pop(key)
-            from_file[_OPTION_OF_KEY[key]] = [value] if key == "data.task" else value
     raw = {"name": TRAIN_STUDY, "description": "medn train: one configuration",
            "base": flat, "variants": [{"name": variant}]}
     try:

@@ -45,6 +45,10 @@ STUDY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+\-\[\]]*$")
 RESERVED_STUDY_NAMES = {"list", "show"}
 MAX_VARIANTS = 1000  # per study; a bigger grid is almost surely a mistake (and would not fit)
+MAX_SEEDS = 100  # per variant: mean ± std over seeds is stable long before 100
+# (task, variant, seed) units of one run, each a parent run with its LOSO folds: every variant
+# of the largest study on every task, once. Checked on the counts, before anything expands.
+MAX_UNITS = 4 * MAX_VARIANTS
 MAX_SPEC_BYTES = 256 * 1024
 # Set by the study command's flags, never by a spec (the options would silently win).
 RESERVED_KEYS = {"profile": "--profile", "data.dataset": "--dataset", "data.task": "--task",
@@ -236,7 +240,8 @@ class StudySpec(_Strict):
     reference: str | None = Field(
         None, description="the variant (name or label) every other one is compared with in "
                           "reports (paired difference, bootstrap interval, Wilcoxon p-value)")
-    seeds: int = Field(1, ge=1, description="training seeds per variant (--seeds overrides)")
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS,
+                       description="training seeds per variant (--seeds overrides)")
     side_by_side: str | None = Field(
         None, description="a configuration key every variant sets: reports add a table with "
                           "one row per label and one column group per value of the key (Table "
@@ -269,6 +274,12 @@ class StudySpec(_Strict):
             raise ValueError(f"variants: {self._count_text()} = {count} variants, more than "
                              f"the {MAX_VARIANTS} a study may have; split it into several "
                              "studies or use a search")
+        units = count * len(self.tasks) * self.seeds
+        if self.search is None and units > MAX_UNITS:
+            raise ValueError(f"seeds: {len(self.tasks)} task(s) x {count} variant(s) x "
+                             f"{self.seeds} seed(s) = {units} trainings of a variant, more "
+                             f"than the {MAX_UNITS} one run may have; lower seeds or tasks, "
+                             "or split the study")
         if isinstance(self.variants, list):
             if not self.variants:
                 raise ValueError("variants: the list is empty")
