@@ -636,6 +636,20 @@ def _apply_backbone_profile(tree: dict[str, Any], profile: str) -> None:
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing aliases (``*name``): nested aliases can make a small file
+    stand for billions of values (a "billion laughs" document). For configurations and specs."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose the next node; an alias is a ``ComposerError`` naming it and its place."""
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed here; write the "
+                "values out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (``yaml.safe_load``), with a clear error naming the file:
     a regular UTF-8 file of at most ``MAX_CONFIG_BYTES`` (a folder, a FIFO or ``/dev/zero``
@@ -661,7 +675,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
                           f"{err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except RecursionError:

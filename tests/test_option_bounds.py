@@ -16,6 +16,7 @@ from orchestrator.cli.app import app
 from orchestrator.studies.options import MAX_THREADS, StudyOptions, StudyOptionsError
 from orchestrator.studies.spec import (
     MAX_SEEDS,
+    MAX_TRIALS,
     MAX_UNITS,
     StudySpecError,
     parse_spec,
@@ -68,6 +69,17 @@ def test_seeds_are_bounded_and_units_are_counted_before_anything_starts(
         StudyOptions(tasks=[3, 4, 5, 7]).check_study_size(
             parse_spec({"name": "s", "variants": [{"name": f"v{i}"} for i in range(11)],
                         "seeds": MAX_SEEDS}, "s.yaml"))
+
+
+def test_search_trials_and_retries_are_bounded() -> None:
+    with pytest.raises(StudyOptionsError, match=f"--trials 100000: expected a number <= "
+                                                 f"{MAX_TRIALS}"):
+        StudyOptions(trials=100000)
+    with pytest.raises(StudyOptionsError, match="--max-failures 1000: expected a number <= 100"):
+        StudyOptions(max_failures=1000)
+    space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
+    with pytest.raises(StudySpecError, match="search.trials: Input should be less than"):
+        parse_spec({"name": "s", "search": {"space": space, "trials": 10**9}}, "s.yaml")
 
 
 def test_synth_subjects_workers_and_seed_name_their_flag(tmp_path: Path) -> None:
@@ -132,6 +144,11 @@ def test_config_file_errors_name_the_flag_and_file(tmp_path: Path,
     (tmp_path / "t.yaml").write_text("data:\n  task: 4\n")
     _clean_error(runner.invoke(app, [*train, "t.yaml"]),
                  "--config t.yaml: data.task is set by --task", "(use --task 4)")
+    laughs = "a0: &a0 {x: 1, y: 1}\n" + "".join(
+        f"a{i}: &a{i} {{p: *a{i - 1}, q: *a{i - 1}}}\n" for i in range(1, 40))
+    (tmp_path / "bomb.yaml").write_text(laughs)  # 2^40 leaves once flattened
+    _clean_error(runner.invoke(app, [*train, "bomb.yaml"]),
+                 "--config bomb.yaml: not valid YAML", "YAML aliases (*a0) are not allowed")
     assert not (tmp_path / "mlruns").exists()  # each refused before the store was touched
     (tmp_path / "e.yaml").write_text(f"optim:\n  epochs: {HUGE}\n")
     _clean_error(runner.invoke(app, [*train, "e.yaml"]), "optim.epochs: Input should be less")

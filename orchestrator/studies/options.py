@@ -19,7 +19,7 @@ from typing import Annotated, Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medn.config import ConfigError, DatasetName, ProfileName, flatten_tree, parse_override
-from orchestrator.studies.spec import MAX_SEEDS, MAX_UNITS
+from orchestrator.studies.spec import MAX_SEEDS, MAX_TRIALS, MAX_UNITS
 
 TASKS = (3, 4, 5, 7)
 DATASETS: tuple[str, ...] = get_args(DatasetName)
@@ -125,7 +125,7 @@ class StudyOptions(BaseModel):
         show_default="as many as resources allow"), Field(ge=1)] = None
     max_failures: Annotated[int, Flag(
         "--max-failures", "retries of a failed fold before it counts as failed", int | None,
-        commands=(STUDY,), show_default="2"), Field(ge=0)] = 2
+        commands=(STUDY,), show_default="2"), Field(ge=0, le=100)] = 2
     pack: Annotated[str, Flag(
         "--pack", "folds of one variant trained together as ONE stacked model: a number, or "
         "auto (on a GPU: enough folds to keep every trial slot busy, in parts that fit the GPU; "
@@ -134,7 +134,8 @@ class StudyOptions(BaseModel):
         show_default="auto")] = "auto"
     trials: Annotated[int | None, Flag(
         "--trials", "trial budget of the search", int | None, commands=(STUDY,),
-        show_default="the spec's", hidden_unless_search=True), Field(ge=1)] = None
+        show_default="the spec's", hidden_unless_search=True), Field(ge=1, le=MAX_TRIALS)
+    ] = None
     seeds: Annotated[int | None, Flag(
         "--seeds", "training seeds per variant (the configuration's seed, +1, ...): each seed is "
         "its own parent run; reports show mean ± std over seeds", int | None, commands=(STUDY,),

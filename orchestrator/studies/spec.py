@@ -45,6 +45,7 @@ STUDY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+\-\[\]]*$")
 RESERVED_STUDY_NAMES = {"list", "show"}
 MAX_VARIANTS = 1000  # per study; a bigger grid is almost surely a mistake (and would not fit)
+MAX_TRIALS = 10_000  # a search's budget: TPE's gains flatten out long before
 MAX_SEEDS = 100  # per variant: mean ± std over seeds is stable long before 100
 # (task, variant, seed) units of one run, each a parent run with its LOSO folds: every variant
 # of the largest study on every task, once. Checked on the counts, before anything expands.
@@ -152,14 +153,15 @@ class SearchSpec(_Strict):
     """
 
     space: dict[str, SearchParam] = Field(min_length=1)
-    trials: int = Field(20, ge=1)
+    trials: int = Field(20, ge=1, le=MAX_TRIALS)
     sampler: Literal["tpe"] = "tpe"
     startup_trials: int = Field(5, ge=0, description="random trials before TPE takes over")
     pruner: Literal["wilcoxon", "none"] = "wilcoxon"
     p_threshold: float = Field(0.1, gt=0.0, lt=1.0)
     pruner_startup_steps: int = Field(2, ge=0)
     seed: int = 0
-    parallel_trials: int = Field(2, ge=1, description="configurations trained at once (TPE with "
+    parallel_trials: int = Field(2, ge=1, le=MAX_TRIALS,
+                                 description="configurations trained at once (TPE with "
                                  "constant_liar keeps them apart), each with a few folds in flight")
 
     def suggest(self, trial: Any) -> dict[str, Any]:
