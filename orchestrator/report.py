@@ -268,7 +268,7 @@ def _table(client: MlflowClient, call: Callable, tracking_uri: str, study: str,
                      "seeds both have; [95 % bootstrap interval over subjects]; p: Wilcoxon "
                      "signed-rank over subjects of the per-fold UF1 difference; n.s.: not "
                      f"significant (p ≥ {ALPHA} or the interval contains 0)")
-    if int(df["seeds"].max() or 0) > 1:
+    if bool((df["seeds"].fillna(0) > 1).any()):  # no rows: max() is NaN
         notes.append("UF1 / UAR / accuracy: mean ± standard deviation over seeds "
                      "(each seed's score pooled over all folds)")
     notes += cost_notes(df)

@@ -9,6 +9,7 @@ so the URI that medn prints, logs and names files after never holds them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -40,10 +41,16 @@ MLFLOW_ENV_DEFAULTS = {
 }
 
 
-def configure_mlflow_environment() -> None:
-    """Set medn's MLflow environment defaults (``MLFLOW_ENV_DEFAULTS``) unless the user set
-    them; called once when a command starts, never at import."""
-    for key, value in MLFLOW_ENV_DEFAULTS.items():
+# A reader (``medn report``) has no spool to fall back on and nothing to wait for: a server
+# that accepts the connection but never answers fails it in seconds, not MLflow's 120 s a try.
+READER_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+def configure_mlflow_environment(reader: bool = False) -> None:
+    """Set medn's MLflow environment defaults (``MLFLOW_ENV_DEFAULTS``, and for a read-only
+    command ``READER_ENV_DEFAULTS``) unless the user set them; called once when a command
+    starts, never at import."""
+    for key, value in {**MLFLOW_ENV_DEFAULTS, **(READER_ENV_DEFAULTS if reader else {})}.items():
         os.environ.setdefault(key, value)
     # a new sqlite store is created under medn's lock and said so in medn's own output; MLflow's
     # INFO lines about its schema ("Creating initial MLflow database tables...") are noise there
@@ -83,10 +90,24 @@ def _check_scheme(uri: str) -> None:
 def resolve_tracking_uri(flag: str | None) -> str:
     """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns/mlflow.db``:
     checked, with credentials moved to MLflow's environment variables and the folder of a
-    sqlite database created. ``TrackingStoreError`` for a URI MLflow cannot use."""
-    uri = (flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI).strip()
+    sqlite database created. ``TrackingStoreError`` for a URI MLflow cannot use: a blank one,
+    an unsupported scheme, an in-memory sqlite database (everything would vanish when the
+    process ends), a database whose driver is not installed, a file that is not a sqlite
+    database of MLflow's."""
+    source = "--tracking-uri"
+    if flag is None:
+        # an exported but empty variable means "unset", as in the shell; blanks are a mistake
+        flag = os.environ.get("MLFLOW_TRACKING_URI") or None
+        source = "MLFLOW_TRACKING_URI"
+    if flag is not None and not flag.strip():
+        raise TrackingStoreError(
+            f"{source} {flag!r}: empty; expected sqlite:///path/mlflow.db, http(s)://host:port "
+            f"or a database URI (leave it out for the default, {DEFAULT_TRACKING_URI})")
+    uri = (flag or DEFAULT_TRACKING_URI).strip()
     _check_scheme(uri)
+    _check_not_in_memory(uri)
     uri = move_credentials(uri)
+    check_database_driver(uri)
     db = sqlite_path(uri)
     if db is not None:
         try:
@@ -94,7 +115,111 @@ def resolve_tracking_uri(flag: str | None) -> str:
         except OSError as err:
             raise TrackingStoreError(f"--tracking-uri {uri}: cannot create the folder "
                                      f"{db.parent} ({err.strerror or err})") from None
+        check_sqlite_store(db)
     return uri
+
+
+def _check_not_in_memory(uri: str) -> None:
+    """Refuse an in-memory sqlite database: each MLflow client would get its own, and every
+    result would vanish when the process ends."""
+    parts = urlsplit(uri)
+    if parts.scheme.split("+", 1)[0].lower() != "sqlite":
+        return
+    path = (parts.netloc + parts.path).lstrip("/")
+    if path in ("", ":memory:") or path.startswith("file::memory:") or \
+            "mode=memory" in parts.query:
+        raise TrackingStoreError(
+            f"--tracking-uri {uri}: an in-memory sqlite database; every result would vanish "
+            "when the process ends. Expected a file, e.g. sqlite:///mlruns/mlflow.db")
+
+
+# The DB-API module SQLAlchemy's dialect imports, and the pip package that provides it.
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary",
+                   "MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "pyodbc": "pyodbc",
+                   "pymssql": "pymssql", "pg8000": "pg8000", "mysql": "mysql-connector-python"}
+
+
+def check_database_driver(uri: str) -> None:
+    """For a database URI (``postgresql://``, ``mysql://``, ``mssql://``): the Python driver
+    SQLAlchemy would use for it can be imported, else ``TrackingStoreError`` naming it, the
+    package to install, and an installed driver of the same database (SQLAlchemy 2.1 reads
+    ``postgresql://`` as psycopg 3; medn ships psycopg2: ``postgresql+psycopg2://``)."""
+    scheme = urlsplit(uri).scheme.lower()
+    base = scheme.split("+", 1)[0]
+    if base not in ("postgresql", "mysql", "mssql"):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = redact_uri(uri)
+    try:
+        dialect = make_url(uri).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise TrackingStoreError(f"--tracking-uri {shown}: not a database URI SQLAlchemy can "
+                                 f"use ({redact_text(str(err).splitlines()[0])})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        module = (err.name or dialect.driver).split(".")[0]
+        package = DRIVER_PACKAGES.get(module, module)
+        hint = ""
+        if base == "postgresql" and module != "psycopg2":
+            import importlib.util
+
+            if importlib.util.find_spec("psycopg2") is not None:
+                hint = (" or use the installed psycopg2 driver: "
+                        + shown.replace(f"{scheme}://", "postgresql+psycopg2://", 1))
+        raise TrackingStoreError(
+            f"--tracking-uri {shown}: the database driver {module!r} that SQLAlchemy uses for "
+            f"{scheme}:// is not installed ({redact_text(str(err))}); install it "
+            f"(pip install {package}){hint}") from None
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# A table of MLflow's schema (any one: a store being created by another process has some).
+_MLFLOW_TABLES = ("experiments", "runs", "alembic_version", "metrics", "params", "tags")
+
+
+def check_sqlite_store(db: Path) -> None:
+    """An existing ``db`` is a regular file holding a sqlite database that is empty or MLflow's;
+    else ``TrackingStoreError`` naming it (MLflow would raise a long traceback, or add its
+    tables to another program's database). A missing file is fine: it is created."""
+    try:
+        if not db.exists():
+            return
+        if not db.is_file():
+            raise TrackingStoreError(f"{db} is not an MLflow sqlite store (not a regular "
+                                     "file); move it away or pass another --tracking-uri")
+        with open(db, "rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except OSError as err:
+        raise TrackingStoreError(f"{db} cannot be read ({err.strerror or err}); fix its "
+                                 "permissions or pass another --tracking-uri") from None
+    if not head:
+        return  # an empty file: sqlite treats it as an empty database, MLflow fills it
+    if head != SQLITE_MAGIC:
+        raise TrackingStoreError(
+            f"{db} is not an MLflow sqlite store (not a sqlite database: it starts with "
+            f"{head[:8]!r}); move it away, or pass another --tracking-uri")
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=5)) as con:
+            tables = [row[0] for row in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+    except sqlite3.Error as err:
+        if (getattr(err, "sqlite_errorname", "") or "").startswith(
+                ("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return  # in use by a writer: it is a database; MLflow waits for it
+        raise TrackingStoreError(f"{db} is not an MLflow sqlite store (a damaged sqlite "
+                                 f"database: {err}); move it away, or pass another "
+                                 "--tracking-uri") from None
+    if tables and not set(tables) & set(_MLFLOW_TABLES):
+        shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise TrackingStoreError(
+            f"{db} is not an MLflow sqlite store (a sqlite database of something else, with "
+            f"tables {shown}); pass another --tracking-uri")
 
 
 def move_credentials(uri: str) -> str:
