@@ -209,9 +209,9 @@ def check_sqlite_store(db: Path) -> None:
             tables = [row[0] for row in con.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")]
     except sqlite3.Error as err:
-        if (getattr(err, "sqlite_errorname", "") or "").startswith(
-                ("SQLITE_BUSY", "SQLITE_LOCKED")):
-            return  # in use by a writer: it is a database; MLflow waits for it
+        if not (getattr(err, "sqlite_errorname", "") or "").startswith(
+                ("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+            return  # busy, locked, cannot open here: a database; MLflow's own errors say why
         raise TrackingStoreError(f"{db} is not an MLflow sqlite store (a damaged sqlite "
                                  f"database: {err}); move it away, or pass another "
                                  "--tracking-uri") from None
