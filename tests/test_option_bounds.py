@@ -6,6 +6,10 @@ hangs, tracebacks, runs that would train for ever)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +156,41 @@ def test_config_file_errors_name_the_flag_and_file(tmp_path: Path,
     assert not (tmp_path / "mlruns").exists()  # each refused before the store was touched
     (tmp_path / "e.yaml").write_text(f"optim:\n  epochs: {HUGE}\n")
     _clean_error(runner.invoke(app, [*train, "e.yaml"]), "optim.epochs: Input should be less")
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (``/proc/<pid>/stat`` field 6)."""
+    out = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(stat_file.parent.name))
+    return out
+
+
+def test_sigterm_ends_a_large_synth_preparation_and_its_workers(tmp_path: Path) -> None:
+    # the largest --subjects allowed: thousands of clips queued in the worker pool
+    medn = Path(sys.executable).with_name("medn")
+    proc = subprocess.Popen(
+        [str(medn), "data", "synth", "--profile", "smoke", "--subjects", "1000", "--workers",
+         "2", "--cache-dir", str(tmp_path / "cache")], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while len(list((tmp_path / "cache").rglob("*.npz"))) < 3 and proc.poll() is None:
+            time.sleep(0.2)  # until the pool is computing clips
+        proc.send_signal(signal.SIGTERM)
+        # generous: it ends within seconds; before, it never did
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert "error: interrupted by SIGTERM" in err and "Traceback" not in err
+    for _ in range(50):  # the workers and the forkserver go with it
+        if not _session_members(proc.pid):
+            break
+        time.sleep(0.1)
+    assert _session_members(proc.pid) == []

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -296,11 +297,17 @@ def preprocess_clips(records: Sequence[ClipRecord], params: PreprocessParams, ca
         if progress:
             progress(done, total)
     if todo:
-        for index, outcome in _compute(todo, params, cache_dir, workers):
-            outcomes[index] = outcome
-            done += 1
-            if progress:
-                progress(done, total)
+        results = _compute(todo, params, cache_dir, workers)
+        try:
+            for index, outcome in results:
+                outcomes[index] = outcome
+                done += 1
+                if progress:
+                    progress(done, total)
+        finally:
+            # An interrupt raised here (SIGTERM's handler, in ``progress``) must stop the pool
+            # now: left suspended, the generator kept every queued clip for the exit-time join.
+            results.close()
     return [o for o in outcomes if o is not None]
 
 
@@ -319,15 +326,33 @@ def _compute(todo: list[tuple[int, ClipJob]], params: PreprocessParams, cache_di
     # this must guard their entry point with ``if __name__ == "__main__":``.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["medn.data.preprocess"])
+    # A few clips in flight per worker, finished ones handed over by done-callbacks: never
+    # ``wait()`` over thousands of futures, which takes their locks one by one, so that a
+    # SIGTERM landing in it left some held and the pool's thread (and the exit) hung for ever.
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
                              initializer=_init_worker) as pool:
-        pending: dict[Future[ClipOutcome], int] = {
-            pool.submit(run_job, job, params, cache_dir): index for index, job in todo}
+        jobs = iter(todo)
+        in_flight: dict[Future[ClipOutcome], int] = {}
+        finished: queue.SimpleQueue[Future[ClipOutcome]] = queue.SimpleQueue()
+
+        def submit_next() -> None:
+            item = next(jobs, None)
+            if item is not None:
+                future = pool.submit(run_job, item[1], params, cache_dir)
+                in_flight[future] = item[0]
+                future.add_done_callback(finished.put)
+
         try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield pending.pop(future), future.result()
+            for _ in range(2 * workers):
+                submit_next()
+            while in_flight:
+                try:
+                    future = finished.get(timeout=0.5)  # the timeout lets signals in
+                except queue.Empty:
+                    continue
+                index = in_flight.pop(future)
+                submit_next()
+                yield index, future.result()
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
