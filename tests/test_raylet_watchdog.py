@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,43 @@ def test_a_living_raylet_is_never_reported(child) -> None:
                                    interval_s=0.01):
         time.sleep(0.05)
     assert calls == [] and child.poll() is None
+
+
+def test_the_parents_left_running_are_ended_once_the_driver_is_gone(tmp_path) -> None:
+    import json
+    import sys
+
+    from mlflow import MlflowClient
+
+    from orchestrator.tracking import locks
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+
+    def parent(variant: str) -> str:
+        return client.create_run(exp, tags={"medn.role": "parent",
+                                            "medn.variant": variant}).info.run_id
+
+    mine, done, other = parent("a"), parent("b"), parent("not-this-run")
+    client.set_terminated(done, "FINISHED")
+    driver = subprocess.Popen(["sleep", "2"])  # stands for the dying driver
+    job = {"tracking_uri": uri, "driver_pid": driver.pid, "variants": ["a", "b"],
+           "experiments": {exp: str(tmp_path / "locks" / f"experiment-{exp}.lock")}}
+    ender = subprocess.Popen([sys.executable, "-m", "orchestrator.tracking.end_runs",
+                              json.dumps(job)], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    late = parent("a")  # the driver was still creating a parent when its raylet died
+    driver.wait()
+    assert ender.wait(timeout=120) == 0, ender.stderr.read()
+    status = {run: client.get_run(run).info.status for run in (mine, done, other, late)}
+    assert status == {mine: "KILLED", done: "FINISHED", other: "RUNNING", late: "KILLED"}
+
+    # a driver re-run at once holds the experiment: its RUNNING parents are its own
+    again = parent("a")
+    assert locks.try_claim(Path(job["experiments"][exp])) is None
+    job["driver_pid"] = subprocess.Popen(["true"]).pid
+    ended = subprocess.run([sys.executable, "-m", "orchestrator.tracking.end_runs",
+                            json.dumps(job)], timeout=120)
+    locks.release(Path(job["experiments"][exp]))
+    assert ended.returncode == 0 and client.get_run(again).info.status == "RUNNING"

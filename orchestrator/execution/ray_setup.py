@@ -219,12 +219,17 @@ def stop_local_ray(timeout_s: float = 5.0) -> None:
         check_alive=False, allow_graceful=False), daemon=True)
     killer.start()
     killer.join(timeout_s)
-    # the workers (children of the dead raylet) name this session's folder on their command line
-    session = os.path.basename(str(node.get_session_dir_path()))
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    # the workers (children of the dead raylet) name this session's folder on their command
+    # line; its agents retitle themselves ("ray::DashboardAgent") but keep log files open in it
+    session_dir = str(node.get_session_dir_path())
+    session = os.path.basename(session_dir)
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            pid = int(cmdline.parent.name)
-            if pid != os.getpid() and session in cmdline.read_bytes().decode(errors="replace"):
+            pid = int(proc.name)
+            if pid == os.getpid():
+                continue
+            if session in (proc / "cmdline").read_bytes().decode(errors="replace") or any(
+                    os.readlink(fd).startswith(session_dir) for fd in (proc / "fd").iterdir()):
                 os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             continue

@@ -3,7 +3,9 @@ flag Tune polls, and medn's own end when the local raylet dies."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator.execution.context import StudyContext, end_interrupted
+from orchestrator.execution.context import StudyContext
 from orchestrator.execution.ray_setup import raylet_watchdog, stop_local_ray
 from orchestrator.execution.recorder import StudyRecorder
 
@@ -53,8 +55,9 @@ def watch_raylet(ctx: StudyContext, recorder: StudyRecorder) -> Iterator[None]:
 
 def raylet_lost(ctx: StudyContext, recorder: StudyRecorder, pid: int, code: int | None) -> None:
     """The local raylet died (killed, out of memory): Ray is about to end this process with
-    its own text only. Say what happened, keep what can be kept, end the open parents as
-    KILLED, and exit 1 before it does."""
+    its own text only, or none. Say what happened, have the parents it leaves RUNNING ended as
+    KILLED (by a process of their own, once this one is gone), stop what is left of the local
+    Ray, and exit 1."""
     how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     ctx.console.line()
     ctx.console.file.flush()
@@ -65,9 +68,18 @@ def raylet_lost(ctx: StudyContext, recorder: StudyRecorder, pid: int, code: int 
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
                                soft_wrap=True)
     sys.stderr.flush()
+    # for the same reason the parents are ended KILLED by a process of their own, once this
+    # one is gone (it may still be creating one). Results received wait in the spool (every
+    # result is spooled before it is logged): the re-run logs them.
+    job = {"tracking_uri": ctx.tracking_uri, "driver_pid": os.getpid(),
+           "experiments": {w.experiment_id: str(w.lock_path) for w in ctx.writers.values()},
+           "variants": sorted({state.name for state in recorder.states.values()})}
     try:
-        recorder.flush(force=True)
-        end_interrupted(ctx, list(recorder.states.values()))
+        subprocess.Popen([sys.executable, "-m", "orchestrator.tracking.end_runs",
+                          json.dumps(job)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    except OSError:  # the re-run resumes the parents anyway
+        pass
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
