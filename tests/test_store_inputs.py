@@ -6,6 +6,7 @@ or a hang, and never a password."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -29,9 +30,30 @@ def _env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 
-def _medn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def _medn_process(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real command in a process of its own (where a hang is the risk)."""
     return subprocess.run([str(MEDN), *args], cwd=cwd, capture_output=True, text=True,
                           env=_env(), timeout=HANG_GUARD_S)
+
+
+def _medn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The command in this process (Typer's runner: a CLI start costs seconds per process);
+    an exception escaping it fails the test as a traceback would."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli.app import app
+
+    unset = {k: None for k in os.environ if k.startswith(("MLFLOW_", "MEDN_", "RAY_ADDRESS"))}
+    saved = dict(os.environ)  # what the command sets for itself stays out of later tests
+    try:
+        with contextlib.chdir(cwd):
+            result = CliRunner().invoke(app, list(args), env={**unset, "COLUMNS": "200"})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def _one_clean_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> str:
@@ -134,8 +156,8 @@ def test_a_database_uri_without_its_driver_names_it_and_never_the_password(tmp_p
 
 
 def test_report_fails_fast_when_the_tracking_server_cannot_be_reached(tmp_path):
-    proc = _medn(tmp_path, "report", "ablation-components", "--tracking-uri",
-                 "http://127.0.0.1:1")
+    proc = _medn_process(tmp_path, "report", "ablation-components", "--tracking-uri",
+                         "http://127.0.0.1:1")
     _one_clean_error(proc, 1, "cannot reach the MLflow tracking server at http://127.0.0.1:1")
 
 
