@@ -638,7 +638,9 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 class NoAliasLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` refusing aliases (``*name``): nested aliases can make a small file
-    stand for billions of values (a "billion laughs" document). For configurations and specs."""
+    stand for billions of values (a "billion laughs" document); and refusing a key given twice
+    in one mapping, which would silently keep only its last value. For configurations and
+    study specs."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         """Compose the next node; an alias is a ``ComposerError`` naming it and its place."""
@@ -649,24 +651,38 @@ class NoAliasLoader(yaml.SafeLoader):
                 "values out", event.start_mark)
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Construct a mapping; a key given twice is a ``ConstructorError`` naming both lines."""
+        seen: dict[Any, Any] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"the key {key!r} is given twice (first on line "
+                    f"{seen[key].start_mark.line + 1})", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping from ``path`` (``yaml.safe_load``), with a clear error naming the file:
-    a regular UTF-8 file of at most ``MAX_CONFIG_BYTES`` (a folder, a FIFO or ``/dev/zero``
-    is an error, never a traceback or a hang)."""
+
+def read_yaml_file(path: Path, max_bytes: int, kind: str) -> Any:
+    """The YAML document in ``path`` (``NoAliasLoader``), or a ``ConfigError`` ``"PATH: why"``:
+    ``path`` must be a regular UTF-8 file of at most ``max_bytes`` (a folder, a FIFO or
+    ``/dev/zero`` is an error, never a traceback or a hang). ``kind`` names what the file
+    should be, e.g. ``"a YAML configuration file"``."""
     path = Path(path)
     try:
         info = path.stat()
         if path.is_dir():
-            raise ConfigError(f"{path}: is a directory; expected a YAML configuration file")
+            raise ConfigError(f"{path}: is a directory; expected {kind}")
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: not a regular file; expected a YAML configuration file")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {info.st_size} bytes; a configuration file may have at "
-                              f"most {MAX_CONFIG_BYTES}")
-        raw = path.read_bytes()[:MAX_CONFIG_BYTES + 1]
+            raise ConfigError(f"{path}: not a regular file; expected {kind}")
+        if info.st_size > max_bytes:
+            raise ConfigError(f"{path}: {info.st_size} bytes; {kind} may have at most "
+                              f"{max_bytes}")
+        raw = path.read_bytes()[:max_bytes + 1]
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
+        raise ConfigError(f"{path}: no such file (a broken symlink?); expected {kind}") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from None
     try:
@@ -675,11 +691,17 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
                           f"{err.start})") from None
     try:
-        data = yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply") from None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A configuration mapping from ``path`` (``read_yaml_file``, at most
+    ``MAX_CONFIG_BYTES``), with a clear error naming the file."""
+    data = read_yaml_file(path, MAX_CONFIG_BYTES, "a YAML configuration file")
     if data is None:
         return {}
     if not isinstance(data, dict):

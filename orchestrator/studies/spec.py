@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,6 +34,7 @@ from medn.config import (
     deep_merge,
     dotted_to_tree,
     flatten_tree,
+    read_yaml_file,
     section_models,
 )
 
@@ -528,61 +527,14 @@ def load_spec(path: Path, check_model: bool = False) -> StudySpec:
     return spec
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` refusing aliases (``*name``): nested aliases can make a small file
-    stand for billions of values (a "billion laughs" document)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"YAML aliases (*{event.anchor}) are not allowed in a study spec; "
-                "write the values out", event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        # a key written twice would silently keep only its last value (a variant's `set`
-        # losing an override): refuse it, naming the key and its line
-        seen: dict[Any, Any] = {}
-        for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark,
-                    f"the key {key!r} is given twice (first on line "
-                    f"{seen[key].start_mark.line + 1})", key_node.start_mark)
-            seen[key] = key_node
-        return super().construct_mapping(node, deep)
-
-
 def load_spec_yaml(path: Path) -> Any:
     """The YAML of a spec file: a regular file of at most ``MAX_SPEC_BYTES``, UTF-8, without
-    aliases; every other case is a ``StudySpecError`` naming the file and the reason."""
+    aliases or repeated keys; every other case is a ``StudySpecError`` naming the file and the
+    reason."""
     try:
-        info = path.stat()
-        if path.is_dir():
-            raise StudySpecError(f"{path}: is a directory, not a study spec file")
-        if not stat.S_ISREG(info.st_mode):
-            raise StudySpecError(f"{path}: not a regular file")
-        if info.st_size > MAX_SPEC_BYTES:
-            raise StudySpecError(f"{path}: {info.st_size} bytes; a study spec may have at most "
-                                 f"{MAX_SPEC_BYTES}")
-        data = path.read_bytes()[:MAX_SPEC_BYTES + 1]
-    except FileNotFoundError:
-        raise StudySpecError(f"{path}: no such study spec file (a broken symlink?)") from None
-    except OSError as err:
-        raise StudySpecError(f"{path}: cannot be read ({err.strerror or err})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise StudySpecError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                             f"{err.start})") from None
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise StudySpecError(f"{path}: not valid YAML: {err}") from None
-    except RecursionError:
-        raise StudySpecError(f"{path}: nested too deeply") from None
+        return read_yaml_file(path, MAX_SPEC_BYTES, "a study spec file")
+    except ConfigError as err:
+        raise StudySpecError(str(err)) from None
 
 
 def experiment_name(study: str, dataset: str, task: int) -> str:
